@@ -1,0 +1,93 @@
+"""Shared fixtures: the real datasets in ../shared/data and small real subsets built from them."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+FER_ZIP = SHARED / "fer2013.zip"
+FERPLUS_ZIP = SHARED / "ferplus.zip"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Keep the decode cache of the test run out of the user's home."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FERKIT_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def fer_zip() -> Path:
+    if not FER_ZIP.exists():
+        pytest.fail(f"the real FER-2013 data is missing: expected {FER_ZIP}")
+    return FER_ZIP
+
+
+@pytest.fixture(scope="session")
+def ferplus_zip() -> Path:
+    if not FERPLUS_ZIP.exists():
+        pytest.fail(f"the real FER+ data is missing: expected {FERPLUS_ZIP}")
+    return FERPLUS_ZIP
+
+
+def real_faces(fer_zip: Path, per_class: int, split: str = "train") -> dict[str, list[tuple[str, bytes]]]:
+    """The first ``per_class`` JPEG files of each class of a split of the real FER-2013 zip."""
+    out: dict[str, list[tuple[str, bytes]]] = {}
+    with zipfile.ZipFile(fer_zip) as zf:
+        for name in sorted(zf.namelist()):
+            parts = name.split("/")
+            if len(parts) == 3 and parts[0] == split and parts[2]:
+                files = out.setdefault(parts[1], [])
+                if len(files) < per_class:
+                    files.append((parts[2], zf.read(name)))
+    return out
+
+
+def write_kaggle_folder(fer_zip: Path, root: Path, per_class: int = 6) -> Path:
+    """A small real Kaggle-layout folder: train/<class>/*.jpg and test/<class>/*.jpg."""
+    for split in ("train", "test"):
+        for cls, files in real_faces(fer_zip, per_class, split).items():
+            d = root / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for name, data in files:
+                (d / name).write_bytes(data)
+    return root
+
+
+@pytest.fixture
+def kaggle_folder(fer_zip, tmp_path) -> Path:
+    return write_kaggle_folder(fer_zip, tmp_path / "fer2013")
+
+
+def decode(data: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+
+
+def zip_folder(folder: Path, target: Path) -> Path:
+    with zipfile.ZipFile(target, "w") as zf:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                zf.write(f, f.relative_to(folder.parent).as_posix())
+    return target
+
+
+def csv_from_faces(faces: dict[str, list[tuple[str, bytes]]], usage: str = "Training") -> str:
+    """A fer2013.csv (emotion,pixels,Usage) built from real decoded images."""
+    from ferkit.labels import FER2013
+
+    buf = io.StringIO()
+    buf.write("emotion,pixels,Usage\n")
+    for cls, files in faces.items():
+        for _, data in files:
+            pixels = " ".join(str(v) for v in decode(data).ravel())
+            buf.write(f"{FER2013.index(cls)},{pixels},{usage}\n")
+    return buf.getvalue()

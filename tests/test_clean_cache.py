@@ -1,0 +1,93 @@
+"""Cleaning findings and the decode cache, on folders made from real FER-2013 images."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from ferkit.data import find_issues, load_dataset, scan_dataset, write_report
+from ferkit.data.scan import default_cache_dir
+from ferkit.errors import DataError
+
+
+@pytest.fixture
+def dirty_folder(kaggle_folder):
+    train, test = kaggle_folder / "train", kaggle_folder / "test"
+    happy = sorted((train / "happy").iterdir())
+    shutil.copy(happy[0], train / "sad" / "copy_of_happy.jpg")  # duplicate, with another label
+    shutil.copy(sorted((test / "fear").iterdir())[0], train / "fear" / "leaked.jpg")  # test image in train
+    (train / "angry" / "notes.txt").write_text("not an image")
+    (train / "angry" / "broken.jpg").write_bytes(happy[1].read_bytes()[:200])  # truncated JPEG
+    import cv2
+
+    cv2.imwrite(str(train / "neutral" / "blank.png"), np.full((48, 48), 128, np.uint8))
+    (train / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")  # OS litter is not a dataset file
+    return kaggle_folder
+
+
+def test_findings(dirty_folder):
+    scan = scan_dataset(dirty_folder)
+    found = {(f.path, f.reason) for f in find_issues(scan)}
+    assert ("train/angry/notes.txt", "not_image") in found
+    assert ("train/angry/broken.jpg", "corrupt") in found
+    assert ("train/neutral/blank.png", "near_blank") in found
+    assert ("train/sad/copy_of_happy.jpg", "duplicate") in found
+    assert ("train/fear/leaked.jpg", "leak") in found
+    assert not any(".DS_Store" in p for p, _ in found)
+    dup = next(f for f in find_issues(scan) if f.reason == "duplicate")
+    assert "different label" in dup.detail
+
+
+def test_report_files_and_exclusion(dirty_folder, tmp_path):
+    scan = scan_dataset(dirty_folder)
+    before = {p.name: p.stat().st_mtime_ns for p in dirty_folder.rglob("*")}
+    json_path, csv_path = write_report(scan, find_issues(scan), tmp_path / "report")
+    assert {p.name: p.stat().st_mtime_ns for p in dirty_folder.rglob("*")} == before  # source untouched
+    report = json.loads(json_path.read_text())
+    rows = list(csv.DictReader(open(csv_path)))
+    planted = {"train/angry/notes.txt", "train/angry/broken.jpg", "train/neutral/blank.png",
+               "train/sad/copy_of_happy.jpg", "train/fear/leaked.jpg"}
+    assert planted <= {r["path"] for r in rows}  # the real subset has a blank face and a leak of its own too
+    assert report["num_flagged_files"] == len(rows)
+    assert report["findings"]["leak"]["train"] == sum(r["reason"] == "leak" for r in rows)
+
+    with pytest.raises(DataError, match="train/angry/broken.jpg: corrupt image .*ferkit data clean"):
+        load_dataset(dirty_folder)
+    by_file = load_dataset(dirty_folder, exclude=csv_path)
+    by_flag = load_dataset(dirty_folder, exclude=True)
+    assert by_file.excluded == by_flag.excluded == len(rows)
+    assert len(by_file["train"]) == 42 + 5 - len(rows)
+    assert "train/fear/leaked.jpg" not in set(by_file["train"].paths)
+
+
+def test_real_fer2013_findings(fer_zip):
+    issues = {f.reason for f in find_issues(scan_dataset(fer_zip))}
+    assert {"near_blank", "duplicate", "leak"} <= issues
+
+
+def test_cache_hit_and_invalidation(kaggle_folder):
+    cache = default_cache_dir()
+    first = scan_dataset(kaggle_folder)
+    files = set(cache.glob("scan-*.npz"))
+    again = scan_dataset(kaggle_folder)
+    assert set(cache.glob("scan-*.npz")) == files  # served from the cache, nothing new written
+    assert np.array_equal(first.image, again.image) and list(first.path) == list(again.path)
+    # Adding a file changes the source, so the next load decodes it again under a new key.
+    src = next((kaggle_folder / "train" / "happy").iterdir())
+    shutil.copy(src, kaggle_folder / "train" / "happy" / "new.jpg")
+    changed = scan_dataset(kaggle_folder)
+    assert len(changed) == len(first) + 1
+    assert len(set(cache.glob("scan-*.npz")) - files) == 1
+
+
+def test_cache_dir_option_and_corrupt_cache(kaggle_folder, tmp_path):
+    scan_dataset(kaggle_folder, cache_dir=tmp_path / "c")
+    (cached,) = (tmp_path / "c").glob("scan-*.npz")
+    cached.write_bytes(b"garbage")
+    assert len(scan_dataset(kaggle_folder, cache_dir=tmp_path / "c")) == 84  # rebuilt, not a crash
+    assert os.path.getsize(cached) > 1000

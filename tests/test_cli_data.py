@@ -1,0 +1,108 @@
+"""`ferkit data inspect|clean` on the real data, and every bad input as a one-line error with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from conftest import csv_from_faces, real_faces
+from ferkit.cli import main
+
+FER_TRAIN = {"angry": 3995, "disgust": 436, "fear": 4097, "happy": 7215, "sad": 4830, "surprise": 3171,
+             "neutral": 4965}
+FER_TEST = {"angry": 467, "disgust": 56, "fear": 496, "happy": 895, "sad": 653, "surprise": 415, "neutral": 607}
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ferkit.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def test_inspect_fer2013_json(fer_zip, capsys):
+    assert main(["data", "inspect", str(fer_zip), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["format"] == "fer2013-folders"
+    assert out["splits"] == {"train": FER_TRAIN, "test": FER_TEST}
+    assert out["num_images"] == 28709 + 3589
+    assert out["issues"]["duplicate"]["train"] > 1000
+
+
+def test_inspect_ferplus_json_and_plot(ferplus_zip, tmp_path, capsys):
+    plot = tmp_path / "ferplus.png"
+    assert main(["data", "inspect", str(ferplus_zip), "--json", "--plot", str(plot)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["format"] == "ferplus"
+    assert set(out["splits"]) == {"train", "val"}
+    assert out["split_origin"] == {"train": "FER2013Train", "val": "FER2013Valid"}
+    assert sum(out["splits"]["val"].values()) + out["unlabelled"]["val"] == 3579
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 50_000
+
+
+def test_inspect_tables(kaggle_folder):
+    r = run_cli("data", "inspect", kaggle_folder)
+    assert r.returncode == 0, r.stderr
+    assert "happy" in r.stdout and "total" in r.stdout and "cleaning findings" in r.stdout
+
+
+def test_clean_writes_report(fer_zip, tmp_path, capsys):
+    assert main(["data", "clean", str(fer_zip), "--out", str(tmp_path / "rep"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["num_images"] == 32298 and report["findings"]["leak"]["train"] > 0
+    assert (tmp_path / "rep" / "flagged.csv").read_text().startswith("split,path,reason,detail\n")
+
+
+def bad_zip(tmp_path):
+    p = tmp_path / "flat.zip"
+    with zipfile.ZipFile(p, "w") as zf:
+        zf.writestr("a.jpg", b"x")
+    return p
+
+
+def bad_csv(tmp_path, fer_zip, mutate):
+    text = csv_from_faces(real_faces(fer_zip, 1))
+    p = tmp_path / "fer2013.csv"
+    p.write_text(mutate(text))
+    return p
+
+
+def drop_pixels(text):
+    lines = text.splitlines()
+    e, px, u = lines[2].split(",")
+    lines[2] = f"{e},{' '.join(px.split()[:2000])},{u}"
+    return "\n".join(lines)
+
+
+BAD_INPUTS = {
+    "missing path": (lambda t, z: t / "nope", "no such file or folder"),
+    "empty folder": (lambda t, z: (t / "empty").mkdir() or t / "empty", "is empty"),
+    "no class folders": (lambda t, z: bad_zip(t), "no class sub-folders"),
+    "not a dataset file": (lambda t, z: (t / "x.txt").write_text("hi") and t / "x.txt", "not a dataset"),
+    "corrupt zip": (lambda t, z: (t / "d.zip").write_bytes(b"PK\x03\x04broken") and t / "d.zip", "not a"),
+    "csv wrong header": (lambda t, z: bad_csv(t, z, lambda s: s.replace("emotion,pixels", "label,px", 1)),
+                         "expected 'emotion,pixels,Usage'"),
+    "csv wrong pixel count": (lambda t, z: bad_csv(t, z, drop_pixels), "line 3: 2000 pixel values"),
+    "csv label out of range": (lambda t, z: bad_csv(t, z, lambda s: s.replace("\n0,", "\n9,", 1)),
+                               "line 2: emotion 9 is out of range"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+@pytest.mark.parametrize("action", ["inspect", "clean"])
+def test_bad_input_one_line_exit_2(case, action, fer_zip, tmp_path):
+    make, message = BAD_INPUTS[case]
+    path = make(tmp_path, fer_zip)
+    out = tmp_path / "report"
+    r = run_cli("data", action, path, *(["--out", out] if action == "clean" else []))
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ")
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not out.exists()  # nothing half-written
+
+
+def test_plot_needs_png(kaggle_folder, tmp_path):
+    r = run_cli("data", "inspect", kaggle_folder, "--plot", tmp_path / "x.jpg")
+    assert r.returncode == 2 and "PNG" in r.stderr and not (tmp_path / "x.jpg").exists()
