@@ -1,0 +1,214 @@
+"""Typed run configuration: dataclasses filled from YAML, then from ``--section.key value`` overrides.
+
+Unknown keys and wrong types fail with the list of valid keys; the resolved config is saved with every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ferkit.errors import FerkitError
+
+
+class ConfigError(FerkitError):
+    """A recipe or override that does not fit the config schema."""
+
+
+@dataclass
+class DataConfig:
+    path: str = ""  # dataset folder, .zip or .csv (the CLI's --data)
+    size: int = 48  # faces are stored at size x size gray
+    classes: list[str] | None = None  # output class order; default: canonical order of the remaining classes
+    drop: list[str] = field(default_factory=list)  # classes to leave out, e.g. [disgust]
+    rename: dict[str, str] = field(default_factory=dict)  # e.g. {anger: angry}; several to one merges classes
+    val_split: str = "val"  # split used for validation and model selection ("test" = PublicTest for Kaggle FER)
+    val_fraction: float = 0.1  # when val_split is missing: stratified fraction split off train
+    exclude: Any = None  # true: leave out files `ferkit data clean` flags; or a flagged.csv path
+    soft_labels: bool = False  # train on FER+ vote distributions instead of majority labels
+    limit_per_class: int | None = None  # at most this many images per class and split (quick runs)
+    cache_dir: str | None = None
+
+
+@dataclass
+class ModelConfig:
+    name: str = "fernet"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    pretrained: bool = False  # ImageNet weights from the hub or its local cache
+    pretrained_file: str | None = None  # or from a local .safetensors / state-dict file
+    trainable: str = "all"  # all | head | last_layers:N | last_blocks:N | modules:a,b
+
+
+@dataclass
+class AugmentConfig:
+    preset: str = "none"  # named set of the fields below (see ferkit.train.augment.PRESETS)
+    rotation: float | None = None  # degrees, uniform in [-r, r]
+    shift: float | None = None  # fraction of the side, both axes
+    shear: float | None = None  # degrees, as Keras' shear_range
+    zoom: float | None = None  # scale uniform in [1 - z, 1 + z]
+    hflip: bool | None = None
+    brightness: float | None = None  # factor uniform in [1 - b, 1 + b]
+    fill: str | None = None  # nearest | constant
+    crop: int | None = None  # random crop to crop x crop in training, centre crop in evaluation
+    trivial: bool | None = None  # TrivialAugmentWide
+    erasing: float | None = None  # probability of random erasing per image
+    mixup: float | None = None  # Beta(alpha, alpha) mixup; 0 = off
+    cutmix: float | None = None  # Beta(alpha, alpha) cutmix; 0 = off
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd
+    nesterov: bool = False  # sgd
+    backbone_lr_mult: float = 1.0  # learning rate of the pretrained body relative to the head
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "none"  # none | plateau | onecycle | cosine | step
+    factor: float = 0.1  # plateau, step
+    patience: int = 5  # plateau
+    min_delta: float = 1e-4  # plateau
+    min_lr: float = 0.0  # plateau, cosine
+    warmup_epochs: float = 0.0  # cosine
+    step_size: int = 10  # step
+    pct_start: float = 0.3  # onecycle
+
+
+@dataclass
+class StageConfig:
+    """One stage of a multi-stage run (feature extraction, then fine-tuning, ...)."""
+
+    epochs: int = 1
+    trainable: str = "all"
+    lr: float | None = None  # default: optim.lr
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 64
+    seed: int = 0
+    class_weights: str = "none"  # none | balanced
+    sampler: str = "random"  # random | weighted (class-balanced sampling)
+    label_smoothing: float = 0.0
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: bf16 on CPU and recent GPUs)
+    compile: bool = False
+    channels_last: bool = True
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    monitor: str = "val_accuracy"  # val_accuracy | val_loss | val_macro_f1
+    early_stopping: int | None = None  # patience in epochs; None = off
+    restore_best: bool = True  # end with the best weights when early stopping is on
+    stages: list[StageConfig] = field(default_factory=list)  # overrides epochs / model.trainable when given
+    max_batches: int | None = None  # stop each epoch after this many batches (smoke tests)
+    tensorboard: bool = False
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    description: str = ""
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass ``cls`` from a plain dict, checking keys and types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown key {path!r}; valid keys{' of ' + where if where else ''}: {', '.join(names)}")
+        kwargs[key] = _coerce(hints[key], value, path)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, path)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0]
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return {_coerce(args[0], k, path): _coerce(args[1], v, f"{path}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{path}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{path}: expected text, got {value!r}")
+    raise ConfigError(f"{path}: unsupported type {tp}")
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML recipe (or start from defaults) and apply ``section.key=value`` overrides."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file; see configs/ for recipes")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.epochs=5")
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return from_dict(RunConfig, data)
