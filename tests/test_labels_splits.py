@@ -30,6 +30,12 @@ def test_merge_and_fixed_order(kaggle_folder):
     assert ds["train"].counts() == {"negative": 24, "happy": 6, "neutral": 6, "surprise": 6}
 
 
+def test_classes_keep_only_those_listed(kaggle_folder):
+    ds = load_dataset(kaggle_folder, label_map=LabelMap(classes=("sad", "happy")))
+    assert ds.classes == ("sad", "happy") and ds["test"].counts() == {"sad": 6, "happy": 6}
+    assert ds.unlabelled == 2 * 5 * 6
+
+
 def test_ferplus_votes_follow_the_mapping(ferplus_zip):
     ds = load_dataset(ferplus_zip, label_map=LabelMap(drop=("contempt",)))
     assert ds.classes == FER2013
@@ -41,7 +47,7 @@ def test_ferplus_votes_follow_the_mapping(ferplus_zip):
 @pytest.mark.parametrize("lm, message", [
     (LabelMap(drop=("contempt",)), "'contempt' in the label mapping is not in this dataset"),
     (LabelMap(rename={"joyful": "happy"}), "'joyful'"),
-    (LabelMap(classes=("happy", "sad")), "are not among the requested classes"),
+    (LabelMap(classes=("happy", "joyful")), "requested classes joyful are not in this dataset"),
 ])
 def test_unknown_class_in_mapping(kaggle_folder, lm, message):
     with pytest.raises(DataError, match=message):

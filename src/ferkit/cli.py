@@ -15,7 +15,10 @@ EXIT_USAGE = 2
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         return args.func(args) or 0
@@ -51,6 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_cache_arg(p)
     p.set_defaults(func=cmd_data_clean)
+
+    p = sub.add_parser("train", help="train a model from a YAML recipe",
+                       description="Train a model. Any config key can be overridden as --section.key VALUE, "
+                       "e.g. --train.epochs 5 --optim.lr 3e-4 --model.kwargs '{width: 48}'.")
+    p.add_argument("config", nargs="?", help="YAML recipe (see configs/); not needed with --resume")
+    p.add_argument("--data", metavar="PATH", help="dataset: folder, .zip or fer2013.csv (sets data.path)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<recipe name>)")
+    p.add_argument("--epochs", type=int, help="train.epochs; with stages, caps every stage at this many epochs")
+    p.add_argument("--pretrained-file", metavar="PATH", help="ImageNet weights file (.safetensors or state dict)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run exactly where it stopped")
+    p.set_defaults(func=cmd_train, overrides=True)
+
+    p = sub.add_parser("list-models", help="every registered model with parameters and input size")
+    p.set_defaults(func=cmd_list_models)
     return parser
 
 
@@ -104,6 +121,96 @@ def cmd_data_clean(args: argparse.Namespace) -> int:
     console.print(f"{report['num_flagged_files']} of {report['num_images']} files flagged; "
                   f"report: {json_path}, list: {csv_path}")
     console.print(f"to train without them, set the data option exclude: {csv_path}", highlight=False)
+    return 0
+
+
+def parse_overrides(extra: list[str]) -> list[str]:
+    """``--section.key value`` / ``--section.key=value`` pairs as ``section.key=value`` strings."""
+    out, i = [], 0
+    while i < len(extra):
+        item = extra[i]
+        if not item.startswith("--") or "." not in item.split("=")[0]:
+            raise FerkitError(f"unrecognized argument {item!r}; config overrides look like --train.epochs 5")
+        if "=" in item:
+            out.append(item[2:])
+            i += 1
+        elif i + 1 < len(extra):
+            out.append(f"{item[2:]}={extra[i + 1]}")
+            i += 2
+        else:
+            raise FerkitError(f"{item} needs a value, e.g. {item} 5")
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ferkit.config import load_config
+    from ferkit.train.trainer import Trainer, resume, train
+
+    logging.getLogger("ferkit").setLevel(logging.INFO)
+    printer = epoch_printer()
+    if args.resume:
+        if args.config or args.extra or args.data or args.epochs or args.pretrained_file:
+            raise FerkitError("--resume continues a run with its saved config; give no recipe or overrides with it")
+        summary = resume(args.resume, progress=True, callbacks=[printer])
+    else:
+        if not args.config:
+            raise FerkitError("give a recipe, e.g. ferkit train configs/default.yaml --data ../shared/data/fer2013.zip")
+        overrides = parse_overrides(args.extra)
+        if args.data:
+            overrides.append(f"data.path={args.data}")
+        if args.pretrained_file:
+            overrides.append(f"model.pretrained_file={args.pretrained_file}")
+        cfg = load_config(args.config, overrides)
+        if args.epochs:
+            cfg.train.epochs = args.epochs
+            for stage in cfg.train.stages:
+                stage.epochs = min(stage.epochs, args.epochs)
+        out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+        summary = train(cfg, out, progress=True, callbacks=[printer])
+    best = summary["best"]
+    print(f"best epoch {summary['best_epoch']}: " + ", ".join(f"{k} {v:.4f}" for k, v in best.items()))
+    print(f"run directory: {summary['run_dir']} (best checkpoint {summary['best_checkpoint']})")
+    return 0
+
+
+def epoch_printer():
+    """A callback that prints one line per finished epoch: the CLI's view of a run."""
+    from ferkit.train.callbacks import Callback
+
+    class EpochPrinter(Callback):
+        def on_stage_start(self, trainer, stage):
+            if trainer.ctx.is_main:
+                s = trainer.stages[stage]
+                n = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+                print(f"stage {stage + 1}/{len(trainer.stages)}: {s.epochs} epochs, trainable {s.trainable} "
+                      f"({n:,} parameters), {len(trainer.data.train):,} train / {len(trainer.data.val):,} "
+                      f"{trainer.data.val.split} images, {trainer.device}, {trainer.amp_dtype or 'fp32'}", flush=True)
+
+        def on_epoch_end(self, trainer, m):
+            if trainer.ctx.is_main:
+                print(f"epoch {m['epoch']:3d}  loss {m['train_loss']:.4f}  acc {m['train_accuracy']:.4f}  "
+                      f"val_loss {m['val_loss']:.4f}  val_acc {m['val_accuracy']:.4f}  "
+                      f"val_f1 {m['val_macro_f1']:.4f}  lr {m['lr']:.2e}  {m['images_per_s']:.0f} img/s  "
+                      f"{m['epoch_time_s']:.0f}s", flush=True)
+
+    return EpochPrinter()
+
+
+def cmd_list_models(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ferkit.models import count_parameters, list_models
+
+    table = Table(title="ferkit models")
+    for col in ("name", "family", "parameters", "input", "ImageNet weights", "description"):
+        table.add_column(col, justify="right" if col == "parameters" else "left")
+    for spec in list_models():
+        params = count_parameters(spec.name)
+        table.add_row(spec.name, spec.family, f"{params / 1e6:.2f}M", f"{spec.input_size}px",
+                      "yes" if spec.pretrained_capable else "", spec.description)
+    Console().print(table)
+    print("any other timm model: timm:<name>, e.g. timm:convnext_tiny")
     return 0
 
 

@@ -53,8 +53,9 @@ class LabelMap:
     """How a dataset's class names become a model's classes.
 
     ``rename`` maps (canonical) names to other names (several to one merges classes), ``drop`` removes classes
-    (their images are left out), and ``classes`` fixes the output order; by default it is the FER-2013 order of
-    the names that remain, followed by any others in alphabetical order.
+    (their images are left out), and ``classes`` lists the output classes in order (images of other classes are
+    left out); by default they are the remaining names in canonical order (FER-2013's, then contempt, then any
+    others alphabetically).
     """
 
     classes: tuple[str, ...] | None = None
@@ -77,16 +78,16 @@ class LabelMap:
         remaining = {m for m in mapped if m is not None}
         if self.classes is not None:
             out = tuple(canonical(c) for c in self.classes)
-            missing = remaining - set(out)
-            if missing:
+            absent = [c for c in out if c not in remaining]
+            if absent:
                 raise DataError(
-                    f"dataset classes {', '.join(sorted(missing))} are not among the requested classes "
-                    f"({', '.join(out)}); drop or rename them"
+                    f"requested classes {', '.join(absent)} are not in this dataset; its classes are: "
+                    f"{', '.join(sorted(remaining))}"
                 )
         else:
             out = ordered(remaining)
         index = {c: i for i, c in enumerate(out)}
-        return out, [-1 if m is None else index[m] for m in mapped]
+        return out, [index.get(m, -1) for m in mapped]
 
 
 def ordered(names: Iterable[str]) -> tuple[str, ...]:

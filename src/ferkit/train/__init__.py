@@ -1,0 +1,1 @@
+"""Training: the fit loop, augmentation, losses, optimizers and schedules, checkpoints."""

@@ -1,0 +1,414 @@
+"""The fit loop: in-memory uint8 batches, batch augmentation, mixed precision, stages, callbacks, resume, DDP."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from ferkit.config import RunConfig, StageConfig, load_config, to_dict
+from ferkit.errors import FerkitError
+from ferkit.fileio import atomic_write
+from ferkit.train import distributed as dist
+from ferkit.train.augment import BatchAugment, eval_transform, resolve
+from ferkit.train.callbacks import CSVLogger, Callback, EarlyStopping, ModelCheckpoint, TensorBoard, monitor_mode
+from ferkit.train.checkpoint import BEST, RESUME, load_state, save_checkpoint, save_state
+from ferkit.train.data import RunData, prepare_data
+from ferkit.train.losses import balanced_class_weights, sample_weights, soft_cross_entropy
+from ferkit.train.optim import PER_BATCH, build_optimizer, build_schedule, schedule_state
+
+log = logging.getLogger(__name__)
+CONFIG_FILE = "config.yaml"
+EVAL_BATCH = 256
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FerkitError(f"train.device={name} but no CUDA GPU is available; use train.device=cpu or auto")
+    return device
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32."""
+    choices = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16
+    if name not in choices:
+        raise FerkitError(f"unknown precision {name!r}; choose one of: auto, {', '.join(choices)}")
+    if name == "fp16" and device.type != "cuda":
+        raise FerkitError("precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
+    return choices[name]
+
+
+def stages_of(cfg: RunConfig) -> list[StageConfig]:
+    if cfg.train.stages:
+        return cfg.train.stages
+    return [StageConfig(epochs=cfg.train.epochs, trainable=cfg.model.trainable, lr=None)]
+
+
+def confusion_metrics(cm: np.ndarray) -> dict[str, float]:
+    """Accuracy and macro F1 from a confusion matrix (rows true, columns predicted)."""
+    tp = np.diag(cm).astype(float)
+    denom = cm.sum(axis=0) + cm.sum(axis=1)
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    return {"accuracy": float(tp.sum() / max(1, cm.sum())), "macro_f1": float(f1.mean())}
+
+
+class Trainer:
+    """Trains one run described by a `RunConfig` into ``run_dir``."""
+
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, progress: bool = False,
+                 callbacks: list[Callback] | None = None):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.log = log
+        self.ctx = dist.setup()
+        self.device = self.ctx.device or resolve_device(cfg.train.device)
+        self.amp_dtype = resolve_precision(cfg.train.precision, self.device)
+        self.mode = monitor_mode(cfg.train.monitor)
+        self.stages = stages_of(cfg)
+        self.stop_stage = False
+
+        torch.manual_seed(cfg.train.seed)
+        self.data: RunData = prepare_data(cfg.data, cfg.train.seed, self.run_dir if self.ctx.is_main else None,
+                                          progress and self.ctx.is_main)
+        self.classes = self.data.train.classes
+        self.aug_cfg = resolve(cfg.augment)
+        self.input_size = self.aug_cfg.crop or cfg.data.size
+        self.model, self.model_kwargs = self._build_model()
+        self.augment = BatchAugment(self.aug_cfg, cfg.data.size, len(self.classes))
+
+        t = self.data.train
+        self.x_train = torch.from_numpy(t.images).unsqueeze(1)  # (N, 1, S, S) uint8
+        self.y_train = torch.from_numpy(t.soft) if cfg.data.soft_labels else torch.from_numpy(t.labels)
+        v = self.data.val
+        self.x_val = torch.from_numpy(v.images).unsqueeze(1)
+        self.y_val = torch.from_numpy(v.labels)
+        n_cls = len(self.classes)
+        self.class_weights = None
+        if cfg.train.class_weights == "balanced":
+            self.class_weights = torch.tensor(balanced_class_weights(t.labels, n_cls), dtype=torch.float32,
+                                              device=self.device)
+        elif cfg.train.class_weights != "none":
+            raise FerkitError(f"unknown train.class_weights {cfg.train.class_weights!r}; choose none or balanced")
+        if cfg.train.sampler not in ("random", "weighted"):
+            raise FerkitError(f"unknown train.sampler {cfg.train.sampler!r}; choose random or weighted")
+        self.sample_w = torch.from_numpy(sample_weights(t.labels, n_cls)).double()
+
+        self.callbacks: list[Callback] = [ModelCheckpoint(self.run_dir, cfg.train.monitor),
+                                          CSVLogger(self.run_dir / "metrics.csv")]
+        if cfg.train.early_stopping:
+            self.callbacks.append(EarlyStopping(cfg.train.monitor, cfg.train.early_stopping, cfg.schedule.min_delta))
+        if cfg.train.tensorboard and self.ctx.is_main:
+            self.callbacks.append(TensorBoard(self.run_dir / "tensorboard"))
+        self.callbacks += callbacks or []
+        if not self.ctx.is_main:  # only rank 0 writes files
+            self.callbacks = [c for c in self.callbacks if isinstance(c, EarlyStopping)]
+
+        self.epoch = 0  # finished epochs, over all stages
+        self.stage = 0
+        self.stage_epoch = 0  # finished epochs of the current stage
+        self.elapsed = 0.0
+        self.optimizer = self.scheduler = None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    # ---- model -------------------------------------------------------------------------------------------------
+
+    def _build_model(self) -> tuple[torch.nn.Module, dict]:
+        from ferkit.models import create_model, get_spec
+
+        m = self.cfg.model
+        kwargs = dict(m.kwargs)
+        if "input_size" not in kwargs and "input_size" in get_spec(m.name).kwargs:
+            kwargs["input_size"] = self.input_size
+        model = create_model(m.name, num_classes=len(self.classes), pretrained=m.pretrained,
+                             pretrained_file=m.pretrained_file, **kwargs)
+        if model.input_size != self.input_size:
+            raise FerkitError(
+                f"model {m.name} takes {model.input_size}px faces but the data gives {self.input_size}px "
+                f"(data.size {self.cfg.data.size}, augment.crop {self.aug_cfg.crop}); change one of them"
+            )
+        model = model.to(self.device)
+        if self.cfg.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model, kwargs
+
+    def _forward_model(self) -> torch.nn.Module:
+        model = self.model
+        if self.ctx.world_size > 1:
+            model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+        if self.cfg.train.compile:
+            model = torch.compile(model)
+        return model
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.train.channels_last else x
+
+    def model_meta(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "architecture": self.cfg.model.name,
+            "kwargs": self.model_kwargs,
+            "labels": list(self.classes),
+            "input": {"face_size": self.cfg.data.size, "crop": self.aug_cfg.crop or None,
+                      "size": self.input_size, "channels": 1, "range": [0, 1]},
+            "normalization": {"mean": list(self.model.mean), "std": list(self.model.std)},
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "metrics": metrics,
+            "dataset": {"location": self.data.dataset.location, "format": self.data.dataset.format,
+                        "train": len(self.data.train), "val": len(self.data.val),
+                        "val_split": self.data.val.split},
+            "config": to_dict(self.cfg),
+        }
+
+    def save_model(self, path: Path, metrics: dict[str, Any]) -> None:
+        save_checkpoint(path, self.model, self.model_meta(metrics))
+
+    # ---- stages ------------------------------------------------------------------------------------------------
+
+    def _start_stage(self, index: int) -> None:
+        from ferkit.models import param_groups, set_trainable
+
+        stage = self.stages[index]
+        set_trainable(self.model, stage.trainable)
+        lr = stage.lr if stage.lr is not None else self.cfg.optim.lr
+        groups = param_groups(self.model, lr, self.cfg.optim.weight_decay, self.cfg.optim.backbone_lr_mult)
+        if not groups:
+            raise FerkitError(f"stage {index + 1}: trainable={stage.trainable!r} leaves nothing to train")
+        self.optimizer = build_optimizer(groups, self.cfg.optim)
+        self.scheduler = build_schedule(self.optimizer, self.cfg.schedule, stage.epochs, self.steps_per_epoch(),
+                                        self.mode)
+        self.forward_model = self._forward_model()
+
+    def steps_per_epoch(self) -> int:
+        per_rank = len(self.x_train) // self.ctx.world_size
+        steps = max(1, per_rank // self.cfg.train.batch_size)
+        return min(steps, self.cfg.train.max_batches) if self.cfg.train.max_batches else steps
+
+    # ---- epochs ------------------------------------------------------------------------------------------------
+
+    def _epoch_order(self, generator: torch.Generator) -> torch.Tensor:
+        n = len(self.x_train)
+        if self.cfg.train.sampler == "weighted":
+            order = torch.multinomial(self.sample_w, n, replacement=True, generator=generator)
+        else:
+            order = torch.randperm(n, generator=generator)
+        per_rank = n // self.ctx.world_size
+        return order[self.ctx.rank * per_rank:(self.ctx.rank + 1) * per_rank]
+
+    def train_epoch(self) -> dict[str, float]:
+        from ferkit.models import train_mode
+
+        cfg = self.cfg.train
+        # Data order and augmentation depend only on (seed, epoch): a resumed run sees the same batches.
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)
+        order = self._epoch_order(gen)
+        steps = self.steps_per_epoch()
+        batches = order[: steps * cfg.batch_size].view(steps, cfg.batch_size)
+        train_mode(self.model)
+        total_loss = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        seen = 0
+        data_time = 0.0
+        start = time.perf_counter()
+        bar = tqdm(batches, desc=f"epoch {self.epoch + 1}/{self.total_epochs}", unit="batch",
+                   disable=not (self.progress and self.ctx.is_main), leave=False, dynamic_ncols=True)
+        for step, idx in enumerate(bar):
+            t0 = time.perf_counter()
+            x, y = self.augment(self.x_train[idx], self.y_train[idx], gen)
+            x, y = self._to_device(x), y.to(self.device, non_blocking=True)
+            data_time += time.perf_counter() - t0
+            with self._autocast():
+                logits = self.forward_model(x)
+            loss = soft_cross_entropy(logits.float(), y, self.class_weights, cfg.label_smoothing)
+            if not torch.isfinite(loss):
+                raise FerkitError(f"the loss became {loss.item()} at epoch {self.epoch + 1}, batch {step + 1}; "
+                                  "lower optim.lr or use train.precision=fp32")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.scheduler is not None and self.cfg.schedule.name in PER_BATCH:
+                self.scheduler.step()
+            total_loss += loss.detach() * len(idx)
+            correct += (logits.argmax(1) == y.argmax(1)).sum()
+            seen += len(idx)
+            if self.progress and step % 10 == 0:
+                elapsed = time.perf_counter() - start
+                bar.set_postfix(loss=f"{total_loss.item() / seen:.3f}", img_s=f"{seen / elapsed:.0f}")
+        elapsed = time.perf_counter() - start
+        stats = dist.all_sum(torch.stack([total_loss, correct, torch.tensor(float(seen), device=self.device)]))
+        return {
+            "train_loss": float(stats[0] / stats[2]),
+            "train_accuracy": float(stats[1] / stats[2]),
+            "images_per_s": seen * self.ctx.world_size / elapsed,
+            "data_share": data_time / elapsed,
+        }
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        self.model.eval()
+        n = len(self.x_val)
+        rows = torch.arange(n)[self.ctx.rank::self.ctx.world_size]
+        k = len(self.classes)
+        cm = torch.zeros(k, k, dtype=torch.float64, device=self.device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        for idx in rows.split(EVAL_BATCH):
+            x = self._to_device(eval_transform(self.aug_cfg, self.x_val[idx]))
+            y = self.y_val[idx].to(self.device)
+            with self._autocast():
+                logits = self.model(x)
+            loss_sum += torch.nn.functional.cross_entropy(logits.float(), y, reduction="sum").double()
+            cm += torch.bincount(y * k + logits.argmax(1), minlength=k * k).view(k, k).double()
+        cm = dist.all_sum(cm)
+        loss_sum = dist.all_sum(loss_sum)
+        m = confusion_metrics(cm.cpu().numpy())
+        return {"val_loss": float(loss_sum / n), "val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"]}
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(s.epochs for s in self.stages)
+
+    def fit(self) -> dict[str, Any]:
+        """Train every stage (continuing a resumed run where it stopped); returns the run summary."""
+        if self.ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.run_dir / CONFIG_FILE, yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
+        resumed = self.optimizer is not None
+        while self.stage < len(self.stages):
+            if not resumed:
+                self._start_stage(self.stage)
+                self.stop_stage = False
+                for c in self.callbacks:
+                    c.on_stage_start(self, self.stage)
+            resumed = False
+            stage = self.stages[self.stage]
+            while self.stage_epoch < stage.epochs and not self.stop_stage:
+                t0 = time.perf_counter()
+                metrics = {"epoch": self.epoch + 1, "stage": self.stage + 1,
+                           "lr": self.optimizer.param_groups[0]["lr"]}
+                metrics.update(self.train_epoch())
+                metrics.update(self.validate())
+                metrics["epoch_time_s"] = time.perf_counter() - t0
+                self.elapsed += metrics["epoch_time_s"]
+                if self.scheduler is not None and self.cfg.schedule.name == "plateau":
+                    self.scheduler.step(metrics[self.cfg.train.monitor])
+                elif self.scheduler is not None and self.cfg.schedule.name not in PER_BATCH:
+                    self.scheduler.step()
+                self.epoch += 1
+                self.stage_epoch += 1
+                for c in self.callbacks:
+                    c.on_epoch_end(self, metrics)
+                if self.ctx.is_main:
+                    save_state(self.run_dir / f"{RESUME}.safetensors", self.state_dict())
+            self.stage += 1
+            self.stage_epoch = 0
+        for c in self.callbacks:
+            c.on_train_end(self)
+        best_file = self.run_dir / f"{BEST}.safetensors"
+        if self.ctx.is_main and self.cfg.train.restore_best and best_file.exists():
+            self.model.load_state_dict(load_file(str(best_file), device=str(self.device)))
+        summary = self.summary()
+        if self.ctx.is_main:
+            atomic_write(self.run_dir / "summary.yaml", yaml.safe_dump(summary, sort_keys=False))
+        dist.barrier()
+        return summary
+
+    def summary(self) -> dict[str, Any]:
+        ckpt = next(c for c in self.callbacks if isinstance(c, ModelCheckpoint)) if self.ctx.is_main else None
+        rows = next((c.rows for c in self.callbacks if isinstance(c, CSVLogger)), [])
+        best = next((r for r in rows if ckpt and r["epoch"] == ckpt.best_epoch), rows[-1] if rows else {})
+        return {
+            "run_dir": str(self.run_dir),
+            "model": self.cfg.model.name,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "epochs": self.epoch,
+            "best_epoch": ckpt.best_epoch if ckpt else None,
+            "monitor": self.cfg.train.monitor,
+            "best": {k: v for k, v in best.items() if k.startswith(("val_", "train_"))},
+            "train_time_s": round(self.elapsed, 1),
+            "best_checkpoint": str(self.run_dir / f"{BEST}.safetensors"),
+        }
+
+    # ---- resume ------------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "stage": self.stage,
+            "stage_epoch": self.stage_epoch,
+            "stop_stage": self.stop_stage,
+            "elapsed": self.elapsed,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": schedule_state(self.scheduler),
+            "scaler": self.scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "callbacks": [c.state_dict() for c in self.callbacks],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.stage, self.stage_epoch = state["epoch"], state["stage"], state["stage_epoch"]
+        self.stop_stage, self.elapsed = state["stop_stage"], state["elapsed"]
+        if self.stage_epoch >= self.stages[min(self.stage, len(self.stages) - 1)].epochs or self.stop_stage:
+            self.stage, self.stage_epoch = self.stage + 1, 0  # the saved epoch ended its stage
+        self.model.load_state_dict(state["model"])
+        if self.stage < len(self.stages):
+            self._start_stage(self.stage)
+            if state["stage"] == self.stage:  # mid-stage: continue its optimizer and schedule
+                self.optimizer.load_state_dict(state["optimizer"])
+                if self.scheduler is not None and state["scheduler"] is not None:
+                    self.scheduler.load_state_dict(state["scheduler"])
+            else:
+                self.stop_stage = False
+                for c in self.callbacks:
+                    c.on_stage_start(self, self.stage)
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        saved = state["callbacks"]
+        if len(saved) == len(self.callbacks):
+            for c, s in zip(self.callbacks, saved):
+                c.load_state_dict(s)
+
+
+def train(cfg: RunConfig, run_dir: str | Path, progress: bool = False,
+          callbacks: list[Callback] | None = None) -> dict[str, Any]:
+    """Train a new run into ``run_dir`` (which must not hold another run)."""
+    run_dir = Path(run_dir)
+    if (run_dir / f"{RESUME}.safetensors").exists():
+        raise FerkitError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick a new --out")
+    return Trainer(cfg, run_dir, progress, callbacks).fit()
+
+
+def resume(run_dir: str | Path, progress: bool = False, callbacks: list[Callback] | None = None) -> dict[str, Any]:
+    """Continue a run exactly where it stopped (after a crash or kill too)."""
+    run_dir = Path(run_dir)
+    state_file = run_dir / f"{RESUME}.safetensors"
+    if not state_file.exists():
+        raise FerkitError(f"{run_dir}: nothing to resume (no {state_file.name}); start it with ferkit train")
+    cfg = load_config(run_dir / CONFIG_FILE)
+    trainer = Trainer(cfg, run_dir, progress, callbacks)
+    trainer.load_state_dict(load_state(state_file))
+    return trainer.fit()

@@ -1,0 +1,359 @@
+"""Batch augmentation and losses on real FER-2013 faces (and FER+ votes) from ../shared/data."""
+
+from __future__ import annotations
+
+import dataclasses
+import zipfile
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import decode, real_faces
+from ferkit.config import AugmentConfig
+from ferkit.errors import FerkitError
+from ferkit.labels import FER2013
+from ferkit.train.augment import OFF, PRESETS, BatchAugment, _affine_grid, eval_transform, resolve
+from ferkit.train.losses import balanced_class_weights, sample_weights, soft_cross_entropy
+
+C = len(FER2013)
+
+
+@pytest.fixture(scope="module")
+def faces(fer_zip) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two real training faces per class: uint8 (14, 1, 48, 48) and their labels (14,)."""
+    images, labels = [], []
+    for cls, files in real_faces(fer_zip, 2).items():
+        for _, data in files:
+            images.append(decode(data))
+            labels.append(FER2013.index(cls))
+    return torch.from_numpy(np.stack(images))[:, None], torch.tensor(labels)
+
+
+def run(cfg: AugmentConfig, x: torch.Tensor, y: torch.Tensor, seed: int = 0):
+    return BatchAugment(cfg, 48, C)(x, y, torch.Generator().manual_seed(seed))
+
+
+# ---- resolve and presets ----------------------------------------------------------------------------------------
+
+
+def test_presets_use_config_fields_and_resolve_fully():
+    fields = {f.name for f in dataclasses.fields(AugmentConfig)} - {"preset"}
+    assert set(OFF) == fields
+    for name, values in PRESETS.items():
+        assert set(values) <= fields, name
+        cfg = resolve(AugmentConfig(preset=name))
+        assert all(getattr(cfg, f) is not None for f in fields), name
+        assert resolve(cfg) == cfg  # idempotent: the trainer resolves, then BatchAugment resolves again
+
+
+def test_resolve_user_values_win_and_unset_means_off():
+    cfg = resolve(AugmentConfig(preset="s4", rotation=5.0, hflip=False))
+    assert (cfg.rotation, cfg.hflip, cfg.shift, cfg.shear, cfg.zoom, cfg.fill) == (5.0, False, 0.2, 0.2, 0.2, "nearest")
+    assert (cfg.crop, cfg.brightness, cfg.erasing, cfg.mixup, cfg.cutmix, cfg.trivial) == (0, 0.0, 0.0, 0.0, 0.0, False)
+    assert resolve(AugmentConfig(preset="s3")).brightness == 0.2  # Keras brightness_range [0.8, 1.2]
+    assert resolve(AugmentConfig(preset="s0_cnn", shear=0.0)).shear == 0.0  # an explicit 0 is not "unset"
+
+
+@pytest.mark.parametrize("cfg, match", [
+    (AugmentConfig(preset="keras"), "unknown augment.preset 'keras'; choose one of: none, s0_cnn"),
+    (AugmentConfig(rotation=-10.0), "augment.rotation is -10.0"),
+    (AugmentConfig(mixup=-0.2), "augment.mixup"),
+    (AugmentConfig(zoom=1.0), "augment.zoom is 1.0; it must be below 1"),
+    (AugmentConfig(erasing=1.5), "augment.erasing"),
+    (AugmentConfig(fill="reflect"), "unknown augment.fill 'reflect'; choose one of: nearest, constant"),
+])
+def test_resolve_rejects_bad_values(cfg, match):
+    with pytest.raises(FerkitError, match=match):
+        resolve(cfg)
+
+
+def test_crop_larger_than_faces_is_rejected_at_build_time(faces):
+    with pytest.raises(FerkitError, match="augment.crop 64 is larger than the 48x48 faces"):
+        BatchAugment(AugmentConfig(crop=64), 48, C)
+    with pytest.raises(FerkitError, match="augment.crop 40 is larger than the 32x32"):
+        BatchAugment(AugmentConfig(preset="crop_flip"), 32, C)
+    with pytest.raises(FerkitError, match="augment.crop 64"):
+        eval_transform(AugmentConfig(crop=64), faces[0])
+
+
+# ---- every preset ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_every_preset_shapes_ranges_and_determinism(preset, faces):
+    x, y = faces
+    cfg = AugmentConfig(preset=preset)
+    out, target = run(cfg, x, y)
+    size = resolve(cfg).crop or 48
+    assert out.shape == (len(x), 1, size, size) and out.dtype == torch.float32
+    assert out.min() >= 0 and out.max() <= 1
+    assert target.shape == (len(x), C) and target.dtype == torch.float32
+    assert torch.allclose(target.sum(1), torch.ones(len(x)))
+    again, target_again = run(cfg, x, y)
+    assert torch.equal(out, again) and torch.equal(target, target_again)
+    if preset != "none":
+        assert not torch.equal(out, run(cfg, x, y, seed=1)[0])
+
+
+def test_seeded_run_leaves_global_rng_alone(faces):
+    state = torch.get_rng_state()
+    run(AugmentConfig(preset="trivial", mixup=0.2, erasing=0.5), *faces)
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_parameters_are_drawn_per_sample(faces):
+    x = faces[0][:1].expand(8, -1, -1, -1)  # one real face, eight times
+    out, _ = run(AugmentConfig(preset="s4"), x, torch.zeros(8, dtype=torch.long))
+    flat = out.flatten(1)
+    assert all(not torch.equal(flat[i], flat[j]) for i in range(8) for j in range(i + 1, 8))
+
+
+# ---- single transforms ------------------------------------------------------------------------------------------
+
+
+def test_everything_off_is_the_input_scaled(faces):
+    x, y = faces
+    out, target = run(AugmentConfig(), x, y)
+    assert torch.equal(out, x.float() / 255)
+    assert torch.equal(target, F.one_hot(y, C).float())
+    assert torch.equal(eval_transform(AugmentConfig(preset="s4"), x), x.float() / 255)
+
+
+def test_hflip_only_gives_exact_flips(faces):
+    x, y = faces
+    out, _ = run(AugmentConfig(hflip=True), x, y)
+    ref = x.float() / 255
+    flipped = [torch.equal(o, r.flip(-1)) for o, r in zip(out, ref)]
+    kept = [torch.equal(o, r) for o, r in zip(out, ref)]
+    assert all(f or k for f, k in zip(flipped, kept))
+    assert any(flipped) and any(kept)
+
+
+def test_random_crops_are_exact_sub_windows(faces):
+    x, y = faces
+    out, _ = run(AugmentConfig(crop=40), x, y)
+    ref = x.float() / 255
+    offsets = []
+    for o, r in zip(out, ref):
+        hits = [(i, j) for i in range(9) for j in range(9) if torch.equal(o, r[:, i:i + 40, j:j + 40])]
+        assert hits, "a crop is not a window of its input"
+        offsets.append(hits[0])
+    assert len(set(offsets)) > 1  # per-sample offsets
+    centre = eval_transform(AugmentConfig(preset="crop_flip"), x)
+    assert torch.equal(centre, ref[..., 4:44, 4:44])
+
+
+def test_flip_and_crop_give_windows_or_mirrored_windows(faces):
+    x, y = faces
+    out, _ = run(AugmentConfig(preset="crop_flip"), x, y)
+    ref = x.float() / 255
+    for o, r in zip(out, ref):
+        windows = [r[:, i:i + 40, j:j + 40] for i in range(9) for j in range(9)]
+        assert any(torch.equal(o, w) or torch.equal(o, w.flip(-1)) for w in windows)
+
+
+def keras_affine(img: np.ndarray, rot, shear, tr, tc, zr, zc) -> np.ndarray:
+    """Keras' apply_affine_transform (scipy, bilinear, fill nearest) with shifts in pixels, angles in degrees."""
+    from scipy import ndimage
+
+    th, sh = np.deg2rad(rot), np.deg2rad(shear)
+    m = (np.array([[np.cos(th), -np.sin(th), 0], [np.sin(th), np.cos(th), 0], [0, 0, 1]])
+         @ np.array([[1, 0, tr], [0, 1, tc], [0, 0, 1]])
+         @ np.array([[1, -np.sin(sh), 0], [0, np.cos(sh), 0], [0, 0, 1]])
+         @ np.diag([zr, zc, 1.0]))
+    o = np.array([[1, 0, img.shape[0] / 2 - 0.5], [0, 1, img.shape[1] / 2 - 0.5], [0, 0, 1]])
+    m = o @ m @ np.linalg.inv(o)
+    return ndimage.affine_transform(img, m[:2, :2], m[:2, 2], order=1, mode="nearest")
+
+
+def test_affine_matches_keras_reference(faces, monkeypatch):
+    from ferkit.train import augment
+
+    x = faces[0][:2]
+    cfg = AugmentConfig(rotation=40.0, shift=0.2, shear=20.0, zoom=0.2, hflip=True, fill="nearest")
+    # Fixed draws in [0, 1): rotation, shear, row shift, column shift, row zoom, column zoom per sample; the first
+    # sample is flipped (draw < 0.5), the second is not.
+    u = torch.tensor([[0.9, 0.2, 0.7, 0.1, 0.8, 0.35], [0.15, 0.95, 0.4, 0.6, 0.05, 0.9]])
+    flips = torch.tensor([0.2, 0.8])
+    monkeypatch.setattr(augment._Rng, "draw", lambda self, *shape: u if shape == (2, 6) else flips)
+    out, _ = BatchAugment(cfg, 48, C)(x, torch.zeros(2, dtype=torch.long))
+    for o, img, p, flip in zip(out, x.float().numpy()[:, 0], (2 * u - 1).numpy(), (True, False)):
+        ref = keras_affine(img, 40 * p[0], 20 * p[1], 0.2 * 48 * p[2], 0.2 * 48 * p[3], 1 + 0.2 * p[4], 1 + 0.2 * p[5])
+        ref = ref[:, ::-1] if flip else ref  # Keras flips after the affine transform
+        assert np.abs(o[0].numpy() * 255 - ref).max() < 1e-2
+        assert np.abs(o[0].numpy() * 255 - img).mean() > 5  # and it did move
+
+
+def test_affine_grid_equals_torch():
+    theta = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(0))
+    ours = _affine_grid(theta, 48, 40)
+    assert torch.allclose(ours, F.affine_grid(theta, [5, 1, 48, 40], align_corners=False), atol=1e-6)
+
+
+def test_brightness_is_a_per_sample_factor(faces):
+    x, y = faces
+    out, _ = run(AugmentConfig(brightness=0.2), x, y)
+    ref = x.float() / 255
+    for o, r in zip(out, ref):
+        keep = r < 0.75  # no clipping below 0.75 * 1.2 < 1
+        factor = (o[keep] / r[keep].clamp_min(1e-6))[r[keep] > 0.1]
+        assert 0.8 <= factor.mean() <= 1.2 and factor.std() < 1e-4
+
+
+def test_erasing_replaces_one_rectangle(faces):
+    x, y = faces
+    out, _ = run(AugmentConfig(erasing=1.0), x, y)
+    ref = x.float() / 255
+    for o, r in zip(out, ref):
+        rows, cols = torch.nonzero((o != r)[0], as_tuple=True)
+        assert len(rows), "an image was not erased"
+        top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+        area = int((bottom - top) * (right - left))
+        assert 0.02 * 48 * 48 * 0.8 <= area <= 0.33 * 48 * 48 * 1.1  # torchvision's area range (h, w rounded)
+        assert len(rows) >= 0.9 * area  # the changed pixels fill their bounding box
+    assert torch.equal(run(AugmentConfig(erasing=0.0), x, y)[0], ref)
+
+
+# ---- mixing and soft targets ------------------------------------------------------------------------------------
+
+
+def one_per_class(faces):
+    x, y = faces
+    first = [int(torch.nonzero(y == c)[0]) for c in range(C)]
+    return x[first], y[first]  # labels 0..6, so a target names its partner image
+
+
+def test_mixup_mixes_images_and_targets_with_one_lambda(faces):
+    x, y = one_per_class(faces)
+    out, target = run(AugmentConfig(mixup=0.4), x, y, seed=3)
+    ref = x.float() / 255
+    assert torch.allclose(target.sum(1), torch.ones(C))
+    lams = set()
+    for i in range(C):
+        nonzero = torch.nonzero(target[i] > 1e-6)[:, 0].tolist()
+        assert len(nonzero) <= 2 and i in nonzero
+        if len(nonzero) == 1:  # paired with itself
+            assert torch.allclose(out[i], ref[i], atol=1e-6)
+            continue
+        j = next(k for k in nonzero if k != i)
+        lam = float(target[i, i])
+        assert torch.allclose(out[i], lam * ref[i] + (1 - lam) * ref[j], atol=1e-6)
+        lams.add(round(lam, 5))
+    assert len(lams) == 1 and 0 < lams.pop() < 1
+
+
+def test_cutmix_pastes_one_box_and_targets_follow_its_area(faces):
+    x, y = one_per_class(faces)
+    out, target = run(AugmentConfig(cutmix=1.0), x, y, seed=2)
+    ref = x.float() / 255
+    for i in range(C):
+        others = torch.nonzero(target[i] > 1e-6)[:, 0].tolist()
+        j = next((k for k in others if k != i), i)
+        from_partner = (out[i] == ref[j]) & (out[i] != ref[i])
+        assert torch.all((out[i] == ref[i]) | (out[i] == ref[j]))  # every pixel comes from one of the two
+        if j != i:
+            pasted = (out[i] != ref[i]).float().mean()
+            assert float(target[i, j]) >= pasted - 1e-6  # box area >= changed pixels (equal pixels stay)
+            assert from_partner.any()
+
+
+def test_mixup_and_cutmix_together_pick_one_per_batch(faces):
+    x, y = one_per_class(faces)
+    aug = BatchAugment(AugmentConfig(mixup=1.0, cutmix=1.0), 48, C)
+    g = torch.Generator().manual_seed(0)
+    ref = x.float() / 255
+    kinds = Counter()
+    for _ in range(20):
+        out, _ = aug(x, y, g)
+        boxy = all(bool(torch.all((o == ref).any(0))) for o in out)  # each pixel from some source image
+        kinds["cutmix" if boxy else "mixup"] += 1
+    assert kinds["cutmix"] > 0 and kinds["mixup"] > 0
+
+
+@pytest.fixture(scope="module")
+def ferplus_votes(ferplus_zip) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eight real FER+ images and their 8-emotion vote distributions."""
+    with zipfile.ZipFile(ferplus_zip) as zf:
+        rows = zf.read("FER2013Train/label.csv").decode().splitlines()[:8]
+        images, votes = [], []
+        for row in rows:
+            name, _, rest = row.partition(",")
+            counts = [int(v) for v in rest.rsplit('"', 1)[1].strip(",").split(",")][:8]
+            images.append(decode(zf.read(f"FER2013Train/{name}")))
+            votes.append(np.array(counts) / max(sum(counts), 1))
+    return torch.from_numpy(np.stack(images))[:, None], torch.tensor(np.stack(votes), dtype=torch.float32)
+
+
+def test_soft_targets_pass_through_and_mix(ferplus_votes):
+    x, soft = ferplus_votes
+    aug = BatchAugment(AugmentConfig(preset="crop_flip"), 48, 8)
+    _, target = aug(x, soft, torch.Generator().manual_seed(0))
+    assert torch.equal(target, soft)
+    _, mixed = BatchAugment(AugmentConfig(preset="fer_strong"), 48, 8)(x, soft, torch.Generator().manual_seed(0))
+    assert torch.allclose(mixed.sum(1), soft.sum(1)) and not torch.equal(mixed, soft)
+    with pytest.raises(ValueError, match=r"soft targets \(B, 7\)"):
+        BatchAugment(AugmentConfig(), 48, 7)(x, soft)
+
+
+# ---- losses -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_soft_cross_entropy_equals_torch_for_labels(weighted, eps):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(32, C, generator=g) * 3
+    y = torch.randint(0, C, (32,), generator=g)
+    w = torch.rand(C, generator=g) * 3 + 0.1 if weighted else None
+    ours = soft_cross_entropy(logits, F.one_hot(y, C).float(), w, eps)
+    assert torch.allclose(ours, F.cross_entropy(logits, y, weight=w, label_smoothing=eps), atol=1e-6)
+
+
+def test_soft_cross_entropy_is_linear_in_soft_targets():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(16, C, generator=g)
+    a, b = torch.randint(0, C, (16,), generator=g), torch.randint(0, C, (16,), generator=g)
+    mixed = 0.3 * F.one_hot(a, C).float() + 0.7 * F.one_hot(b, C).float()
+    expected = 0.3 * F.cross_entropy(logits, a, reduction="none") + 0.7 * F.cross_entropy(logits, b, reduction="none")
+    assert torch.allclose(soft_cross_entropy(logits, mixed), expected.mean(), atol=1e-6)
+    # Weighted: per-sample terms weighted by w . t, normalised by the summed target weights.
+    w = torch.rand(C, generator=g) + 0.5
+    per = -(mixed * w * F.log_softmax(logits, -1)).sum(1)
+    assert torch.allclose(soft_cross_entropy(logits, mixed, w), per.sum() / (mixed @ w).sum(), atol=1e-6)
+
+
+def test_soft_cross_entropy_runs_in_float32_under_bf16_autocast():
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(8, C, generator=g).bfloat16()
+    target = torch.softmax(torch.randn(8, C, generator=g), -1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = soft_cross_entropy(logits, target, torch.ones(C), 0.1)
+    assert loss.dtype == torch.float32
+    assert torch.allclose(loss, soft_cross_entropy(logits.float(), target, torch.ones(C), 0.1))
+
+
+def test_balanced_weights_on_real_fer2013_counts(fer_zip):
+    with zipfile.ZipFile(fer_zip) as zf:
+        counts = Counter(n.split("/")[1] for n in zf.namelist() if n.startswith("train/") and n.endswith(".jpg"))
+    labels = np.concatenate([np.full(counts[c], i) for i, c in enumerate(FER2013)])
+    w = dict(zip(FER2013, balanced_class_weights(labels, C).round(3)))
+    assert w == {"angry": 1.027, "disgust": 9.407, "fear": 1.001, "happy": 0.568, "sad": 0.849, "surprise": 1.293,
+                 "neutral": 0.826}
+    # SEEDS.md S4 lists 1.027, 9.407, 1.001, 0.568, 0.826, 0.849, 1.293: the same numbers in Keras' alphabetical
+    # folder order (angry, disgust, fear, happy, neutral, sad, surprise), printed there under FER-2013 CSV names.
+    s4 = [1.027, 9.407, 1.001, 0.568, 0.826, 0.849, 1.293]
+    assert [w[c] for c in sorted(FER2013)] == s4
+
+
+def test_absent_class_gets_zero_weight_and_sampler_balances():
+    labels = np.array([0, 0, 0, 0, 1, 2, 2])  # class 3 absent
+    w = balanced_class_weights(labels, 4)
+    assert w[3] == 0 and np.allclose(w[:3], 7 / (3 * np.array([4, 1, 2])))
+    s = sample_weights(labels, 4)
+    assert s.shape == (7,) and np.isclose(s.mean(), 1.0)
+    assert np.allclose([s[labels == c].sum() for c in range(3)], 7 / 3)  # each present class draws equally
+    with pytest.raises(FerkitError, match="train set is empty"):
+        balanced_class_weights(np.array([], dtype=int), 4)

@@ -1,0 +1,163 @@
+"""`ferkit train` on the real data: a short run that learns, resume after SIGKILL, DDP, stages, soft labels."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ferkit.config import load_config
+from ferkit.train.checkpoint import load_checkpoint, read_meta
+from ferkit.train.trainer import train
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def small(fer_zip, *extra: str, per_class: int = 40):
+    """A recipe for a quick run: tiny fernet, a real subset of FER-2013, PublicTest as validation."""
+    return load_config(None, [
+        f"data.path={fer_zip}", "data.val_split=test", f"data.limit_per_class={per_class}",
+        "model.name=fernet", "model.kwargs={width: 8}", "train.batch_size=32", "train.precision=fp32",
+        "train.channels_last=false", *extra,
+    ])
+
+
+def rows(run: Path) -> list[dict]:
+    with open(run / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_short_real_run_beats_chance(fer_zip, tmp_path):
+    cfg = load_config(ROOT / "configs" / "default.yaml", [
+        f"data.path={fer_zip}", "train.epochs=2", "model.kwargs={width: 16}", "train.compile=false"])
+    summary = train(cfg, tmp_path / "run")
+    run = tmp_path / "run"
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "metrics.csv", "best.safetensors", "best.json",
+                                               "last.safetensors", "last.json", "resume.safetensors", "summary.yaml"}
+    assert len(rows(run)) == 2
+    # PublicTest has 3,589 images; always answering "happy" scores 24.9%.
+    assert summary["best"]["val_accuracy"] > 0.40
+    model, meta = load_checkpoint(run)
+    assert meta["labels"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert meta["input"]["face_size"] == 48 and meta["metrics"]["val_accuracy"] == summary["best"]["val_accuracy"]
+    x = torch.rand(3, 1, meta["input"]["size"], meta["input"]["size"])
+    assert model(x).shape == (3, 7)
+
+
+def test_resume_after_sigkill_continues_exactly(fer_zip, tmp_path):
+    args = [f"--data={fer_zip}", "--data.val_split=test", "--data.limit_per_class=60", "--model.name=fernet",
+            "--model.kwargs={width: 8}", "--train.precision=fp32", "--train.batch_size=32", "--train.epochs=3",
+            "--augment.preset=s4", "--schedule.name=onecycle", "--train.channels_last=false"]
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text("optim: {name: sgd, lr: 0.05, nesterov: true}\n")
+    straight = tmp_path / "straight"
+    r = subprocess.run([BIN / "ferkit", "train", cfg, "--out", straight, *args], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([BIN / "ferkit", "train", cfg, "--out", killed, *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (killed / "resume.safetensors").exists():
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(rows(killed)) < 3
+    r = subprocess.run([BIN / "ferkit", "train", "--resume", killed], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    a, b = rows(straight), rows(killed)
+    assert [x["epoch"] for x in b] == ["1", "2", "3"]
+    for x, y in zip(a, b):
+        assert x["train_loss"] == pytest.approx(float(y["train_loss"]), rel=1e-5)
+        assert x["val_accuracy"] == y["val_accuracy"]
+    wa, wb = load_file(straight / "last.safetensors"), load_file(killed / "last.safetensors")
+    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-5) for k in wa)
+
+
+def test_ddp_two_cpu_processes(fer_zip, tmp_path):
+    run = tmp_path / "ddp"
+    r = subprocess.run(
+        [BIN / "torchrun", "--standalone", "--nproc_per_node=2", "-m", "ferkit.cli", "train",
+         ROOT / "configs" / "default.yaml", "--out", run, f"--data={fer_zip}", "--data.limit_per_class=40",
+         "--model.kwargs={width: 8}", "--train.epochs=1", "--train.compile=false", "--train.batch_size=32"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    (row,) = rows(run)
+    # Each process trains on half of the 280 images: 4 batches of 32 each, 256 images in all.
+    meta = read_meta(run / "best.safetensors")
+    assert meta["dataset"]["train"] == 280
+    assert 0 <= float(row["val_accuracy"]) <= 1 and r.stdout.count("epoch   1") == 1
+
+
+def test_stages_freeze_then_fine_tune(fer_zip, tmp_path):
+    cfg = small(fer_zip, "train.stages=[{epochs: 1, trainable: head}, {epochs: 1, trainable: all, lr: 0.0001}]")
+    first = {}
+
+    def snapshot(trainer, metrics):
+        if metrics["epoch"] == 1:
+            first.update({k: v.clone() for k, v in trainer.model.state_dict().items()})
+
+    from ferkit.train.callbacks import Callback
+
+    cb = Callback()
+    cb.on_epoch_end = snapshot
+    train(cfg, tmp_path / "run", callbacks=[cb])
+    init = {k: v for k, v in load_file(tmp_path / "run" / "last.safetensors").items()}
+    body = [k for k in first if not k.startswith("head.") and k.endswith("weight")]
+    assert body and len(rows(tmp_path / "run")) == 2
+    assert [r["stage"] for r in rows(tmp_path / "run")] == ["1", "2"]
+    assert any(not torch.equal(first[k], init[k]) for k in body)  # stage 2 moved the body
+
+
+def test_ferplus_soft_labels(ferplus_zip, tmp_path):
+    cfg = small(ferplus_zip, "data.soft_labels=true", "data.val_split=val", "data.drop=[contempt]",
+                "train.epochs=1")
+    summary = train(cfg, tmp_path / "run")
+    assert summary["epochs"] == 1
+    assert read_meta(tmp_path / "run")["labels"] == ["angry", "disgust", "fear", "happy", "sad", "surprise",
+                                                       "neutral"]
+
+
+def test_made_validation_split_is_recorded(fer_zip, tmp_path):
+    cfg = small(fer_zip, "data.val_split=val", "data.val_fraction=0.2", "train.epochs=1", "train.max_batches=2")
+    train(cfg, tmp_path / "run")
+    lines = (tmp_path / "run" / "splits.csv").read_text().splitlines()
+    assert lines[0] == "split,path,label" and any(l.startswith("val,train/") for l in lines)
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([BIN / "ferkit", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--train.epoch", "3"], "unknown key 'train.epoch'; valid keys of train: epochs"),
+    (["--train.epochs", "many"], "train.epochs: expected an integer"),
+    (["--model.name", "resnet9000"], "unknown model 'resnet9000'"),
+    (["--optim.name", "adamax"], "unknown optimizer 'adamax'"),
+    (["--data.drop", "[joy]"], "'joy' in the label mapping is not in this dataset"),
+    (["--bogus"], "unrecognized argument '--bogus'"),
+])
+def test_bad_config_one_line_exit_2(fer_zip, tmp_path, args, message):
+    r = run_cli("train", ROOT / "configs" / "default.yaml", f"--data={fer_zip}", "--out", tmp_path / "run",
+                "--data.limit_per_class=5", *args)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and message in r.stderr
+    assert not (tmp_path / "run" / "best.safetensors").exists()
+
+
+def test_missing_recipe_and_nothing_to_resume(tmp_path):
+    r = run_cli("train", tmp_path / "nope.yaml", "--data", tmp_path)
+    assert r.returncode == 2 and "no such config file" in r.stderr
+    r = run_cli("train", "--resume", tmp_path)
+    assert r.returncode == 2 and "nothing to resume" in r.stderr
