@@ -26,6 +26,16 @@ from ferkit.models.layers import Normalize
 SMALL = 32  # backbone resolution in tests: every registered architecture runs at 32x32, far faster than 224
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Batches of two gain nothing from intra-op threads, and on a busy machine every op would wait for a thread
+    that is not scheduled (2 threads under load made this file 5x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def small(name: str) -> dict:
     return {"image_size": SMALL} if get_spec(name).family == "timm" else {}
 

@@ -38,15 +38,17 @@ def rows(run: Path) -> list[dict]:
 
 
 def test_short_real_run_beats_chance(fer_zip, tmp_path):
+    # The default recipe, shortened: a narrow fernet, 3 epochs on 700 real training faces per class.
     cfg = load_config(ROOT / "configs" / "default.yaml", [
-        f"data.path={fer_zip}", "train.epochs=2", "model.kwargs={width: 16}", "train.compile=false"])
+        f"data.path={fer_zip}", "train.epochs=3", "model.kwargs={width: 12}", "train.compile=false",
+        "data.limit_per_class=700", "augment.mixup=0", "optim.lr=0.05"])
     summary = train(cfg, tmp_path / "run")
     run = tmp_path / "run"
     assert {p.name for p in run.iterdir()} >= {"config.yaml", "metrics.csv", "best.safetensors", "best.json",
                                                "last.safetensors", "last.json", "resume.safetensors", "summary.yaml"}
-    assert len(rows(run)) == 2
-    # PublicTest has 3,589 images; always answering "happy" scores 24.9%.
-    assert summary["best"]["val_accuracy"] > 0.40
+    assert len(rows(run)) == 3
+    # Validation is PublicTest (limited to 700 per class: 3,000 images); answering "happy" always scores 23%.
+    assert summary["best"]["val_accuracy"] > 0.33
     model, meta = load_checkpoint(run)
     assert meta["labels"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
     assert meta["input"]["face_size"] == 48 and meta["metrics"]["val_accuracy"] == summary["best"]["val_accuracy"]
@@ -78,7 +80,7 @@ def test_resume_after_sigkill_continues_exactly(fer_zip, tmp_path):
     a, b = rows(straight), rows(killed)
     assert [x["epoch"] for x in b] == ["1", "2", "3"]
     for x, y in zip(a, b):
-        assert x["train_loss"] == pytest.approx(float(y["train_loss"]), rel=1e-5)
+        assert float(x["train_loss"]) == pytest.approx(float(y["train_loss"]), rel=1e-5)
         assert x["val_accuracy"] == y["val_accuracy"]
     wa, wb = load_file(straight / "last.safetensors"), load_file(killed / "last.safetensors")
     assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-5) for k in wa)
@@ -145,7 +147,7 @@ def run_cli(*args) -> subprocess.CompletedProcess:
     (["--train.epochs", "many"], "train.epochs: expected an integer"),
     (["--model.name", "resnet9000"], "unknown model 'resnet9000'"),
     (["--optim.name", "adamax"], "unknown optimizer 'adamax'"),
-    (["--data.drop", "[joy]"], "'joy' in the label mapping is not in this dataset"),
+    (["--data.drop", "[grumpy]"], "'grumpy' in the label mapping is not in this dataset"),
     (["--bogus"], "unrecognized argument '--bogus'"),
 ])
 def test_bad_config_one_line_exit_2(fer_zip, tmp_path, args, message):

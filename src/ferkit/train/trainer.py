@@ -39,17 +39,27 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the hardware computes bf16 natively (on CPUs: AVX-512 BF16 or AMX; elsewhere it is emulated)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for plain fp32."""
     choices = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16
+        if native_bf16(device):
+            return torch.bfloat16
+        return torch.float16 if device.type == "cuda" else None
     if name not in choices:
         raise FerkitError(f"unknown precision {name!r}; choose one of: auto, {', '.join(choices)}")
     if name == "fp16" and device.type != "cuda":
         raise FerkitError("precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
+    if name == "bf16" and not native_bf16(device):
+        log.warning("this %s has no native bf16: it is emulated and far slower than fp32 (precision auto picks "
+                    "fp32 here)", device.type)
     return choices[name]
 
 
@@ -199,9 +209,13 @@ class Trainer:
                                         self.mode)
         self.forward_model = self._forward_model()
 
+    @property
+    def batch_size(self) -> int:
+        """The configured batch size, or the whole shard when it holds fewer images (drop_last otherwise)."""
+        return max(1, min(self.cfg.train.batch_size, len(self.x_train) // self.ctx.world_size))
+
     def steps_per_epoch(self) -> int:
-        per_rank = len(self.x_train) // self.ctx.world_size
-        steps = max(1, per_rank // self.cfg.train.batch_size)
+        steps = len(self.x_train) // self.ctx.world_size // self.batch_size
         return min(steps, self.cfg.train.max_batches) if self.cfg.train.max_batches else steps
 
     # ---- epochs ------------------------------------------------------------------------------------------------
@@ -223,7 +237,7 @@ class Trainer:
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)
         order = self._epoch_order(gen)
         steps = self.steps_per_epoch()
-        batches = order[: steps * cfg.batch_size].view(steps, cfg.batch_size)
+        batches = order[: steps * self.batch_size].view(steps, self.batch_size)
         train_mode(self.model)
         total_loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
