@@ -66,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run exactly where it stopped")
     p.set_defaults(func=cmd_train, overrides=True)
 
+    bench = sub.add_parser("bench", help="speed benchmarks").add_subparsers(dest="bench_command", required=True,
+                                                                            metavar="WHAT")
+    p = bench.add_parser("train", help="training images/s: ferkit's trainer against a naive fp32 eager loop")
+    p.add_argument("--data", required=True, metavar="PATH", help="dataset to train on, e.g. ../shared/data/fer2013.zip")
+    p.add_argument("--model", default="fernet", help="registered model name (default: fernet)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batches", type=int, default=20, help="measured batches per variant (after 3 warm-up batches)")
+    p.add_argument("--precision", default="auto", help="ferkit trainer precision: auto | fp32 | bf16 | fp16")
+    p.add_argument("--no-compile", action="store_true", help="run ferkit's trainer without torch.compile")
+    p.set_defaults(func=cmd_bench_train)
+
     p = sub.add_parser("list-models", help="every registered model with parameters and input size")
     p.set_defaults(func=cmd_list_models)
     return parser
@@ -196,6 +207,27 @@ def epoch_printer():
     return EpochPrinter()
 
 
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ferkit.bench.train import bench_train
+    from ferkit.train.trainer import native_bf16
+
+    rows = bench_train(args.data, args.model, args.batch_size, args.batches, precision=args.precision,
+                       compile=not args.no_compile)
+    import torch
+
+    table = Table(title=f"training speed: {args.model}, batch {args.batch_size}, {args.batches} batches, "
+                        f"{torch.get_num_threads()} threads, native bf16: {native_bf16(torch.device('cpu'))}")
+    for col in ("variant", "settings", "images/s", "vs naive", "data wait"):
+        table.add_column(col, justify="left" if col in ("variant", "settings") else "right")
+    for r in rows:
+        table.add_row(r.variant, r.settings, f"{r.images_per_s:.0f}", f"{r.ratio:.2f}x", f"{r.data_share:.1%}")
+    Console(width=140).print(table)
+    return 0
+
+
 def cmd_list_models(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -209,7 +241,7 @@ def cmd_list_models(args: argparse.Namespace) -> int:
         params = count_parameters(spec.name)
         table.add_row(spec.name, spec.family, f"{params / 1e6:.2f}M", f"{spec.input_size}px",
                       "yes" if spec.pretrained_capable else "", spec.description)
-    Console().print(table)
+    Console(width=200).print(table)
     print("any other timm model: timm:<name>, e.g. timm:convnext_tiny")
     return 0
 
