@@ -163,3 +163,12 @@ def test_missing_recipe_and_nothing_to_resume(tmp_path):
     assert r.returncode == 2 and "no such config file" in r.stderr
     r = run_cli("train", "--resume", tmp_path)
     assert r.returncode == 2 and "nothing to resume" in r.stderr
+
+
+def test_resume_of_a_finished_run_keeps_its_best(fer_zip, tmp_path):
+    from ferkit.train.trainer import resume
+
+    first = train(small(fer_zip, "train.epochs=2", "train.max_batches=3"), tmp_path / "run")
+    again = resume(tmp_path / "run")  # nothing left to train; the callbacks' state comes back without a printer
+    assert again["epochs"] == 2 and again["best_epoch"] == first["best_epoch"]
+    assert again["best"] == first["best"]

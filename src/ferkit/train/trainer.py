@@ -378,7 +378,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "callbacks": [c.state_dict() for c in self.callbacks],
+            "callbacks": {type(c).__name__: c.state_dict() for c in self.callbacks},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -401,10 +401,9 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        saved = state["callbacks"]
-        if len(saved) == len(self.callbacks):
-            for c, s in zip(self.callbacks, saved):
-                c.load_state_dict(s)
+        for c in self.callbacks:  # by class, so a resume may bring other callbacks (a printer, say)
+            if type(c).__name__ in state["callbacks"]:
+                c.load_state_dict(state["callbacks"][type(c).__name__])
 
 
 def train(cfg: RunConfig, run_dir: str | Path, progress: bool = False,
