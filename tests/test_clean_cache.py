@@ -91,3 +91,10 @@ def test_cache_dir_option_and_corrupt_cache(kaggle_folder, tmp_path):
     cached.write_bytes(b"garbage")
     assert len(scan_dataset(kaggle_folder, cache_dir=tmp_path / "c")) == 84  # rebuilt, not a crash
     assert os.path.getsize(cached) > 1000
+
+
+def test_exclusion_keeps_evaluation_splits_as_published(fer_zip):
+    """Flagged duplicates of PublicTest stay in it; training loses its flagged files (leaks among them)."""
+    full, cleaned = load_dataset(fer_zip), load_dataset(fer_zip, exclude=True)
+    assert len(cleaned["test"]) == len(full["test"]) == 3589
+    assert len(full["train"]) - len(cleaned["train"]) == cleaned.excluded > 270

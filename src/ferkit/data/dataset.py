@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ferkit.data.clean import find_issues, read_flagged
+from ferkit.data.clean import TRAIN_SPLIT, find_issues, read_flagged
 from ferkit.data.scan import INPUT_SIZE, Scan, ordered_splits, scan_dataset
 from ferkit.errors import DataError
 from ferkit.fileio import atomic_write
@@ -72,8 +72,9 @@ def load_dataset(
 ) -> Dataset:
     """Load a dataset (Kaggle folders or .zip, fer2013.csv, FER+, any class-folder tree) as arrays.
 
-    ``exclude``: True leaves out every file that `ferkit data clean` would flag; a path leaves out the files listed
-    in that ``flagged.csv``. Files that cannot be decoded must be excluded, or loading fails naming the first one.
+    ``exclude``: True leaves out of the training split every file that `ferkit data clean` would flag; a path
+    leaves out the files listed in that ``flagged.csv``. Evaluation splits lose only files that cannot be decoded.
+    Such files must be excluded, or loading fails naming the first one.
     """
     scan = scan_dataset(path, size=size, cache_dir=cache_dir, progress=progress)
     return from_scan(scan, label_map or LabelMap(), exclude)
@@ -87,6 +88,9 @@ def from_scan(scan: Scan, label_map: LabelMap, exclude: bool | str | Path | None
     else:
         flagged = set()
     excluded = np.isin(scan.path, list(flagged)) if flagged else np.zeros(len(scan), bool)
+    # Evaluation splits stay as published, so scores compare with other work: of them, only files that cannot be
+    # decoded are left out.
+    excluded &= (scan.split == TRAIN_SPLIT) | (scan.problem != "")
     bad = (scan.problem != "") & ~excluded
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
