@@ -66,6 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run exactly where it stopped")
     p.set_defaults(func=cmd_train, overrides=True)
 
+    p = sub.add_parser("evaluate", help="accuracy, per-class F1, confusion matrix and calibration of a checkpoint",
+                       description="Evaluate a checkpoint (or a run directory's best one) on a labelled dataset. "
+                       "Classes are matched by name; images of classes the model cannot predict are left out.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN", help="run directory or .safetensors checkpoint")
+    p.add_argument("--data", required=True, metavar="PATH", help="dataset: folder, .zip or fer2013.csv")
+    p.add_argument("--split", default="test", help="split to score (default: test)")
+    p.add_argument("--tta", default="none", metavar="{none,flip,tencrop}",
+                   help="test-time augmentation: none, flip (face and mirror) or tencrop (corners, centre, mirrors)")
+    p.add_argument("--ensemble", nargs="+", default=[], metavar="CHECKPOINT",
+                   help="more checkpoints or runs whose probabilities are averaged with the first one's")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--out", metavar="DIR", help="also write metrics.json, confusion_matrix.png and reliability.png")
+    p.add_argument("--batch-size", type=int, default=256, help="faces per forward pass (default: 256)")
+    p.set_defaults(func=cmd_evaluate)
+
     bench = sub.add_parser("bench", help="speed benchmarks").add_subparsers(dest="bench_command", required=True,
                                                                             metavar="WHAT")
     p = bench.add_parser("train", help="training images/s: ferkit's trainer against a naive fp32 eager loop")
@@ -205,6 +220,47 @@ def epoch_printer():
                       f"{m['epoch_time_s']:.0f}s", flush=True)
 
     return EpochPrinter()
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ferkit.evaluate import evaluate, save_evaluation
+    from ferkit.evaluate.save import check_out_dir
+
+    if args.out:
+        check_out_dir(args.out)
+    ev = evaluate(args.checkpoint, args.data, split=args.split, tta=args.tta, ensemble=args.ensemble,
+                  batch_size=args.batch_size, progress=not args.json and sys.stderr.isatty())
+    files = save_evaluation(ev, args.out) if args.out else []
+    if args.json:
+        print(json.dumps(ev.to_dict(), indent=2))
+        return 0
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    if ev.excluded_classes:
+        console.print(f"left out {ev.excluded_images:,} {ev.split} images labelled "
+                      f"{', '.join(ev.excluded_classes)}, which the model cannot predict", highlight=False)
+    if ev.absent_classes:
+        console.print(f"not in the data: {', '.join(ev.absent_classes)} (support 0; predicting them counts as an "
+                      "error, and their F1 of 0 is in the macro average)", highlight=False)
+    names = ", ".join(Path(c).parent.name if Path(c).stem == "best" else Path(c).name for c in ev.checkpoints)
+    table = Table(title=escape(f"{names} on {Path(ev.data).name}, {ev.split} split, TTA {ev.tta}"))
+    for col in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for name, s in ev.per_class.items():
+        table.add_row(name, f"{s.precision:.3f}", f"{s.recall:.3f}", f"{s.f1:.3f}", f"{s.support:,}")
+    table.add_section()
+    for name, s in (("macro avg", ev.macro), ("weighted avg", ev.weighted)):
+        table.add_row(name, f"{s.precision:.3f}", f"{s.recall:.3f}", f"{s.f1:.3f}", f"{s.support:,}")
+    console.print(table)
+    console.print(f"accuracy {ev.accuracy:.4f}  macro F1 {ev.macro_f1:.4f}  top-2 {ev.top2_accuracy:.4f}  "
+                  f"log loss {ev.log_loss:.4f}  ECE {ev.ece:.4f}", highlight=False)
+    console.print(f"n {ev.n:,} in {ev.seconds:.1f} s ({ev.images_per_s:,.0f} images/s predicted)", highlight=False)
+    if files:
+        console.print(f"written: {', '.join(str(f) for f in files)}", highlight=False, markup=False)
+    return 0
 
 
 def cmd_bench_train(args: argparse.Namespace) -> int:

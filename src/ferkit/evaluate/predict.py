@@ -1,0 +1,123 @@
+"""Class probabilities from one checkpoint or an ensemble, each with the preprocessing its meta describes.
+
+Test-time augmentation (TTA) averages softmax probabilities over views of each face:
+
+- ``none``: the face as in validation (centre crop to ``input.size`` when the model was trained on crops);
+- ``flip``: that view and its horizontal mirror;
+- ``tencrop``: the four corner crops and the centre crop of size ``input.size``, and their mirrors. A model trained
+  without crops (``input.size == face_size``) gets its face padded by ``face_size // 12`` pixels per side with the
+  border pixels repeated (4 px at 48, the same 4 px offsets a 40-of-48 crop model sees) and then ten-cropped:
+  the centre crop is the face itself and the corners are shifts at the model's own scale, like the shift
+  augmentation such models train with, where resizing up would show every view at a zoom never seen in training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
+
+from ferkit.errors import FerkitError
+from ferkit.evaluate.labels import ensemble_orders
+
+TTA = ("none", "flip", "tencrop")
+TENCROP_PAD_DIVISOR = 12  # pad = face_size // 12 per side for models trained without crops (see above)
+
+Member = tuple[torch.nn.Module, dict[str, Any]]
+
+
+def check_tta(tta: str) -> str:
+    if tta not in TTA:
+        raise FerkitError(f"unknown TTA {tta!r}; choose one of: {', '.join(TTA)}")
+    return tta
+
+
+def load_members(paths: Sequence[str | Path], device: str | torch.device = "cpu") -> list[Member]:
+    """``load_checkpoint`` for each path, with damaged checkpoints turned into one-line errors."""
+    from safetensors import SafetensorError
+
+    from ferkit.train.checkpoint import load_checkpoint
+
+    members = []
+    for path in paths:
+        try:
+            members.append(load_checkpoint(path, device))
+        except (RuntimeError, KeyError, ValueError, SafetensorError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise FerkitError(f"{path}: the checkpoint cannot be loaded ({reason}); train or export it again") from None
+        missing = [k for k in ("face_size", "size") if k not in members[-1][1].get("input", {})]
+        if missing:
+            raise FerkitError(f"{path}: the checkpoint does not say its input {' and '.join(missing)}; "
+                              "it was written by another tool or an old ferkit; train it again")
+    return members
+
+
+def resize_faces(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 faces (N, S, S) -> (N, size, size), resized as `scan_dataset` resizes what it decodes."""
+    if images.shape[1:] == (size, size):
+        return images
+    interp = cv2.INTER_AREA if images.shape[1] > size else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(img, (size, size), interpolation=interp) for img in images])
+
+
+def tta_views(x: torch.Tensor, size: int, tta: str) -> list[torch.Tensor]:
+    """Float faces (B, 1, S, S) -> the views to average, each (B, 1, size, size)."""
+    S = x.shape[-1]
+    if size > S:
+        raise FerkitError(f"the model takes {size}px faces, larger than the {S}px faces it is given")
+    if tta == "tencrop":
+        if size == S:
+            pad = max(1, S // TENCROP_PAD_DIVISOR)
+            x = F.pad(x, (pad, pad, pad, pad), mode="replicate")  # (B, 1, S + 2 pad, S + 2 pad)
+        return list(TF.ten_crop(x, [size, size]))
+    centre = TF.center_crop(x, [size, size])  # the rounding of the trainer's eval_transform (torchvision's)
+    return [centre, TF.horizontal_flip(centre)] if tta == "flip" else [centre]
+
+
+@torch.no_grad()
+def model_proba(model: torch.nn.Module, meta: dict[str, Any], images: np.ndarray, tta: str = "none",
+                batch_size: int = 256) -> np.ndarray:
+    """Softmax probabilities (N, C) of one model, in its own label order, for uint8 faces (N, S, S)."""
+    check_tta(tta)
+    inp = meta["input"]
+    if inp.get("channels", 1) != 1:
+        raise FerkitError(f"the model takes {inp['channels']}-channel input; ferkit evaluates gray faces only")
+    faces = resize_faces(np.ascontiguousarray(images, dtype=np.uint8), int(inp["face_size"]))
+    size = int(inp["size"])
+    device = next(model.parameters()).device
+    model.eval()
+    out = np.empty((len(faces), len(meta["labels"])), np.float32)
+    for start in range(0, len(faces), batch_size):
+        x = torch.from_numpy(faces[start:start + batch_size]).to(device).unsqueeze(1).float().div_(255)  # (B,1,S,S)
+        views = tta_views(x, size, tta)
+        # Views run one by one so memory stays that of one batch whatever the TTA.
+        probs = sum(model(v).float().softmax(1) for v in views) / len(views)  # (B, C)
+        out[start:start + len(x)] = probs.cpu().numpy()
+    return out
+
+
+def predict_proba(members: Sequence[Member], images: np.ndarray, tta: str = "none",
+                  batch_size: int = 256) -> np.ndarray:
+    """Mean softmax probabilities (N, C) of ``members`` ((model, meta) pairs) in the first member's label order.
+
+    ``images`` are uint8 faces (N, S, S); each model gets them resized to its ``input.face_size`` when S differs,
+    then centre-cropped (or TTA-viewed) as its meta says. Members are matched by label name.
+    """
+    check_tta(tta)
+    if batch_size < 1:
+        raise FerkitError(f"batch size must be at least 1, got {batch_size}")
+    if not members:
+        raise ValueError("predict_proba needs at least one (model, meta) pair")
+    if images.ndim != 3 or images.shape[1] != images.shape[2]:
+        raise ValueError(f"expected square gray faces (N, S, S), got shape {images.shape}")
+    orders = ensemble_orders([meta["labels"] for _, meta in members])
+    total = np.zeros((len(images), len(orders[0])), np.float64)
+    for (model, meta), order in zip(members, orders):
+        total += model_proba(model, meta, images, tta, batch_size)[:, order]
+    return (total / len(members)).astype(np.float32)
