@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    # torch.compile on a CUDA build without a GPU warns about CUDA_HOME on every run; nothing for the user to do.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
         return args.func(args) or 0
     except FerkitError as e:
@@ -146,7 +148,7 @@ def cmd_data_clean(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(f"{report['num_flagged_files']} of {report['num_images']} files flagged; "
                   f"report: {json_path}, list: {csv_path}")
-    console.print(f"to train without them, set the data option exclude: {csv_path}", highlight=False)
+    console.print(f"train without them: ferkit train RECIPE --data.exclude {csv_path}", highlight=False)
     return 0
 
 
