@@ -10,6 +10,7 @@ import csv
 import hashlib
 import io
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -269,8 +270,6 @@ def open_source(path: str | Path) -> Source:
 
 
 def zipfile_like(path: Path) -> bool:
-    import zipfile
-
     return path.suffix.lower() == ".zip" or zipfile.is_zipfile(path)
 
 
