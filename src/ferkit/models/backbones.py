@@ -22,6 +22,7 @@ Timm is imported only when a backbone is built, so ``import ferkit`` stays fast.
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -216,22 +217,8 @@ def _first_line(e: Exception) -> str:
 
 
 def _builder(timm_name: str) -> Callable[..., nn.Module]:
-    def build(
-        num_classes: int = 7,
-        pretrained: bool = False,
-        pretrained_file: str | Path | None = None,
-        head: str = "linear",
-        drop_rate: float | None = None,
-        image_size: int | None = None,
-        input_size: int = INPUT_SIZE,
-    ) -> nn.Module:
-        return build_backbone(
-            timm_name, num_classes, pretrained=pretrained, pretrained_file=pretrained_file, head=head,
-            drop_rate=drop_rate, image_size=image_size, input_size=input_size,
-        )
-
-    build.__name__ = build.__qualname__ = f"build_{timm_name.split('.')[0]}"
-    return build
+    """``build_backbone`` bound to one timm model; its signature (read by the registry) lists the options."""
+    return functools.partial(build_backbone, timm_name)
 
 
 for _name, (_timm_name, _description) in BACKBONES.items():
