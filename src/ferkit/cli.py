@@ -71,11 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="accuracy, per-class F1, confusion matrix and calibration of a checkpoint",
                        description="Evaluate a checkpoint (or a run directory's best one) on a labelled dataset. "
                        "Classes are matched by name; images of classes the model cannot predict are left out.")
-    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN", help="run directory or .safetensors checkpoint")
+    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN",
+                   help="'default' (the shipped model), a run directory or a .safetensors checkpoint")
     p.add_argument("--data", required=True, metavar="PATH", help="dataset: folder, .zip or fer2013.csv")
     p.add_argument("--split", default="test", help="split to score (default: test)")
-    p.add_argument("--tta", default="none", metavar="{none,flip,tencrop}",
-                   help="test-time augmentation: none, flip (face and mirror) or tencrop (corners, centre, mirrors)")
+    p.add_argument("--tta", metavar="{none,flip,tencrop}",
+                   help="test-time augmentation: none, flip (face and mirror) or tencrop (corners, centre, mirrors); "
+                   "default: the checkpoint's own (tencrop for the default model, else none)")
     p.add_argument("--ensemble", nargs="+", default=[], metavar="CHECKPOINT",
                    help="more checkpoints or runs whose probabilities are averaged with the first one's")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")

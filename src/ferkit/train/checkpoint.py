@@ -39,8 +39,18 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict[str, An
     return path
 
 
+DEFAULT_MODEL = "default"  # the name of the model shipped inside the package
+
+
+def default_model_path() -> Path:
+    return Path(__file__).resolve().parents[1] / "weights" / f"{DEFAULT_MODEL}.safetensors"
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A run directory means its best checkpoint; a .json means its .safetensors twin."""
+    """``default`` means the shipped model (write ``./default`` for a folder of that name); a run directory means
+    its best checkpoint; a .json means its .safetensors twin."""
+    if str(path) == DEFAULT_MODEL:
+        return default_model_path()
     path = Path(path).expanduser()
     if path.is_dir():
         path = path / f"{BEST}.safetensors"
@@ -70,7 +80,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     path = resolve_checkpoint(path)
     meta = read_meta(path)
     model = create_model(meta["architecture"], num_classes=len(meta["labels"]), **meta.get("kwargs", {}))
-    model.load_state_dict(load_file(str(path), device="cpu"))
+    model.load_state_dict(load_file(str(path), device="cpu"))  # fp16-stored weights are cast to the model's fp32
     return model.to(device).eval(), meta
 
 

@@ -102,12 +102,14 @@ class Trainer:
         self.model, self.model_kwargs = self._build_model()
         self.augment = BatchAugment(self.aug_cfg, cfg.data.size, len(self.classes))
 
+        # On a GPU the whole uint8 dataset lives in its memory (FER-2013 is 66 MB) and is augmented there.
+        data_device = self.device if self.device.type == "cuda" else torch.device("cpu")
         t = self.data.train
-        self.x_train = torch.from_numpy(t.images).unsqueeze(1)  # (N, 1, S, S) uint8
-        self.y_train = torch.from_numpy(t.soft) if cfg.data.soft_labels else torch.from_numpy(t.labels)
+        self.x_train = torch.from_numpy(t.images).unsqueeze(1).to(data_device)  # (N, 1, S, S) uint8
+        self.y_train = torch.from_numpy(t.soft if cfg.data.soft_labels else t.labels).to(data_device)
         v = self.data.val
-        self.x_val = torch.from_numpy(v.images).unsqueeze(1)
-        self.y_val = torch.from_numpy(v.labels)
+        self.x_val = torch.from_numpy(v.images).unsqueeze(1).to(data_device)
+        self.y_val = torch.from_numpy(v.labels).to(data_device)
         n_cls = len(self.classes)
         self.class_weights = None
         if cfg.train.class_weights == "balanced":
