@@ -85,6 +85,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256, help="faces per forward pass (default: 256)")
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("report", help="compare trained runs in one HTML page: scores, cost, curves, Grad-CAM",
+                       description="Evaluate every run once on a split and write a self-contained HTML report "
+                       "(and a Markdown table beside it): accuracy, loss and macro F1, parameters, size, FLOPs and "
+                       "CPU latency, learning curves, confusion matrices, per-class F1, sample predictions, "
+                       "Grad-CAM and CBAM attention maps, and the class distribution.")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run directories, .safetensors checkpoints or 'default' (the shipped model)")
+    p.add_argument("--data", required=True, metavar="PATH", help="dataset: folder, .zip or fer2013.csv")
+    p.add_argument("--out", required=True, metavar="REPORT.html", help="the HTML file; REPORT.md is written beside it")
+    p.add_argument("--split", default="test", help="split to score (default: test)")
+    p.add_argument("--tta", metavar="{none,flip,tencrop}",
+                   help="test-time augmentation for every model (default: each checkpoint's own)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (fp32 or int8) for onnxruntime",
+                       description="Export a checkpoint to one self-describing .onnx file and check its outputs "
+                       "against PyTorch. --int8 quantizes weights and activations, calibrated on real faces.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN", help="'default', a run directory or a checkpoint")
+    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="where to write the ONNX model")
+    p.add_argument("--int8", action="store_true", help="static int8 quantization (about 4x smaller)")
+    p.add_argument("--calibration", metavar="PATH", help="faces to calibrate int8 on and to check the export "
+                   "with (a dataset; default: the checkpoint's training set when it is on this machine)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_export)
+
     bench = sub.add_parser("bench", help="speed benchmarks").add_subparsers(dest="bench_command", required=True,
                                                                             metavar="WHAT")
     p = bench.add_parser("train", help="training images/s: ferkit's trainer against a naive fp32 eager loop")
@@ -95,6 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", help="ferkit trainer precision: auto | fp32 | bf16 | fp16")
     p.add_argument("--no-compile", action="store_true", help="run ferkit's trainer without torch.compile")
     p.set_defaults(func=cmd_bench_train)
+
+    p = sub.add_parser("app", help="the web app: photos, videos and the webcam in the browser",
+                       description="Serve the web app on http://127.0.0.1:PORT (Streamlit); Ctrl-C stops it. "
+                       "Needs pip install 'ferkit[app]'.")
+    p.add_argument("--model", default="default",
+                   help="model selected at start: 'default', a run directory, a .safetensors or .onnx file")
+    p.add_argument("--models-dir", metavar="DIR",
+                   help="folder searched (with subfolders) for more .safetensors and .onnx models to choose from")
+    p.add_argument("--port", type=int, help="port on 127.0.0.1 (default: 8501)")
+    p.set_defaults(func=cmd_app)
 
     p = sub.add_parser("list-models", help="every registered model with parameters and input size")
     p.set_defaults(func=cmd_list_models)
@@ -267,6 +302,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from ferkit.report import make_report
+
+    report, html, md = make_report(args.runs, args.data, args.out, split=args.split, tta=args.tta,
+                                   progress=sys.stderr.isatty())
+    for r in report.runs:
+        print(f"{r.name}: {r.evaluation.split} accuracy {r.evaluation.accuracy:.4f}, macro F1 "
+              f"{r.evaluation.macro_f1:.4f}, {r.cost.latency_ms:.2f} ms per face on CPU")
+    print(f"report written to {html} (table: {md})")
+    return 0
+
+
 def cmd_bench_train(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -278,14 +325,34 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
                        compile=not args.no_compile)
     import torch
 
-    table = Table(title=f"training speed: {args.model}, batch {args.batch_size}, {args.batches} batches, "
-                        f"{torch.get_num_threads()} threads, native bf16: {native_bf16(torch.device('cpu'))}")
+    where = (torch.cuda.get_device_name() if torch.cuda.is_available() else
+             f"CPU, {torch.get_num_threads()} threads, native bf16: {native_bf16(torch.device('cpu'))}")
+    table = Table(title=f"training speed: {args.model}, batch {args.batch_size}, {args.batches} batches, {where}")
     for col in ("variant", "settings", "images/s", "vs naive", "data wait"):
         table.add_column(col, justify="left" if col in ("variant", "settings") else "right")
     for r in rows:
         table.add_row(r.variant, r.settings, f"{r.images_per_s:.0f}", f"{r.ratio:.2f}x", f"{r.data_share:.1%}")
     Console(width=140).print(table)
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ferkit.export import export_onnx
+
+    r = export_onnx(args.checkpoint, args.onnx, int8=args.int8, calibration=args.calibration)
+    if args.json:
+        print(json.dumps(r.to_dict(), indent=2))
+        return 0
+    kind = "int8" if r.int8 else "fp32"
+    print(f"wrote {r.path} ({kind}, {r.size_mb:.1f} MB) in {r.seconds:.0f} s; against PyTorch on {r.check_faces} "
+          f"faces: top emotion agrees on {r.top1_agreement:.1%}, largest probability difference {r.max_prob_diff:.2g}")
+    return 0
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    from ferkit.app import launch
+
+    return launch(model=args.model, models_dir=args.models_dir, port=args.port)
 
 
 def cmd_list_models(args: argparse.Namespace) -> int:

@@ -39,15 +39,17 @@ def check_tta(tta: str) -> str:
 
 
 def load_members(paths: Sequence[str | Path], device: str | torch.device = "cpu") -> list[Member]:
-    """``load_checkpoint`` for each path, with damaged checkpoints turned into one-line errors."""
+    """``load_checkpoint`` for each path (``load_onnx`` for .onnx files, which run on the CPU with onnxruntime),
+    with damaged checkpoints turned into one-line errors."""
     from safetensors import SafetensorError
 
+    from ferkit.export import load_onnx
     from ferkit.train.checkpoint import load_checkpoint
 
     members = []
     for path in paths:
         try:
-            members.append(load_checkpoint(path, device))
+            members.append(load_onnx(path) if Path(path).suffix == ".onnx" else load_checkpoint(path, device))
         except (RuntimeError, KeyError, ValueError, SafetensorError) as e:
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise FerkitError(f"{path}: the checkpoint cannot be loaded ({reason}); train or export it again") from None
@@ -90,7 +92,7 @@ def model_proba(model: torch.nn.Module, meta: dict[str, Any], images: np.ndarray
         raise FerkitError(f"the model takes {inp['channels']}-channel input; ferkit evaluates gray faces only")
     faces = resize_faces(np.ascontiguousarray(images, dtype=np.uint8), int(inp["face_size"]))
     size = int(inp["size"])
-    device = next(model.parameters()).device
+    device = next(model.parameters(), torch.empty(0)).device  # an OnnxModel has no parameters: CPU
     model.eval()
     out = np.empty((len(faces), len(meta["labels"])), np.float32)
     for start in range(0, len(faces), batch_size):

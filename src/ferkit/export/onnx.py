@@ -1,0 +1,226 @@
+"""ONNX export of a checkpoint, int8 quantization, and the onnxruntime model that serves it.
+
+An exported file is self-describing like a checkpoint: the checkpoint's JSON meta (labels, input size, ...) is stored
+in the ONNX ``metadata_props`` under ``ferkit``, so ``.onnx`` files load wherever checkpoints do (``ferkit evaluate``,
+``ferkit predict``, the Recognizer). The graph takes ``faces`` (N, 1, size, size) float32 in [0, 1] and returns
+``logits`` (N, C), with N dynamic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ferkit.errors import FerkitError
+from ferkit.train.checkpoint import META_KEY, load_checkpoint, resolve_checkpoint
+
+INPUT_NAME, OUTPUT_NAME = "faces", "logits"
+PARITY_ATOL = 1e-4  # largest |p_onnx - p_torch| accepted for an fp32 export (probabilities)
+INT8_MIN_AGREEMENT = 0.9  # share of calibration faces whose top emotion an int8 export must keep
+CALIBRATION_FACES = 512
+
+
+@dataclass
+class ExportResult:
+    path: str
+    size_mb: float
+    int8: bool
+    max_prob_diff: float  # largest |p_onnx - p_torch| over the check faces
+    top1_agreement: float  # share of check faces with the same top emotion as PyTorch
+    check_faces: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _onnx_modules():
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError:
+        raise FerkitError("ONNX support needs the onnx and onnxruntime packages: pip install 'ferkit[onnx]'") from None
+    return onnx, onnxruntime
+
+
+def _session(path: str | Path):
+    _, ort = _onnx_modules()
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # errors only
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def read_onnx_meta(path: str | Path) -> dict[str, Any]:
+    onnx, _ = _onnx_modules()
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # onnx raises DecodeError and others for a damaged file
+        raise FerkitError(f"{path}: not a readable ONNX model ({type(e).__name__}); export it again") from None
+    props = {p.key: p.value for p in model.metadata_props}
+    if META_KEY not in props:
+        raise FerkitError(f"{path}: an ONNX model without ferkit metadata; export it with `ferkit export`")
+    return json.loads(props[META_KEY])
+
+
+class OnnxModel(torch.nn.Module):
+    """An onnxruntime session with the call signature of the PyTorch model it was exported from (CPU)."""
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        self.path = str(path)
+        self.session = _session(path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, S, S) float in [0, 1] -> (B, C) logits
+        faces = np.ascontiguousarray(x.detach().cpu().float().numpy())
+        return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: faces})[0])
+
+
+def load_onnx(path: str | Path) -> tuple[OnnxModel, dict[str, Any]]:
+    meta = read_onnx_meta(path)
+    return OnnxModel(path), meta
+
+
+def _calibration_faces(data: str | Path | None, meta: dict[str, Any], n: int) -> np.ndarray | None:
+    """Up to ``n`` training faces (N, S, S) uint8, every class represented, from ``data`` or the checkpoint's own
+    training set when it is on this machine; None when neither is available."""
+    from ferkit.data import load_dataset
+
+    if data is None:
+        data = meta.get("dataset", {}).get("location")
+        if not data or not Path(data).exists():
+            return None
+    ds = load_dataset(data, size=int(meta["input"]["face_size"]))
+    faces = ds["train" if "train" in ds.splits else next(iter(ds.splits))]
+    rng = np.random.default_rng(0)
+    pick = rng.permutation(len(faces))[:n]
+    return faces.images[np.sort(pick)]
+
+
+def _check_faces(calibration: np.ndarray | None, meta: dict[str, Any]) -> np.ndarray:
+    if calibration is not None:
+        return calibration
+    rng = np.random.default_rng(0)  # without real faces, parity is checked on noise
+    s = int(meta["input"]["face_size"])
+    return rng.integers(0, 256, (64, s, s), dtype=np.uint8)
+
+
+def _export_graph(model: torch.nn.Module, size: int, path: Path) -> None:
+    x = torch.rand(2, 1, size, size)
+    batch = torch.export.Dim("batch", min=1)
+    # The exporter narrates every step on stdout; keep the CLI's output to the result.
+    with contextlib.redirect_stdout(io.StringIO()):
+        program = torch.onnx.export(model, (x,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                    dynamic_shapes=({0: batch},), dynamo=True, verbose=False)
+    program.save(str(path), external_data=False)
+
+
+def _quantize(src: Path, dst: Path, faces: np.ndarray, meta: dict[str, Any]) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from ferkit.evaluate.predict import tta_views
+
+    size = int(meta["input"]["size"])
+    x = torch.from_numpy(faces).unsqueeze(1).float().div_(255)  # (N, 1, S, S)
+    batches = [tta_views(b, size, "none")[0].numpy() for b in x.split(32)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(batches)
+
+        def get_next(self):
+            b = next(self.it, None)
+            return None if b is None else {INPUT_NAME: b}
+
+    pre = dst.with_suffix(".pre.onnx")
+    try:
+        quant_pre_process(str(src), str(pre))
+        quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    finally:
+        pre.unlink(missing_ok=True)
+
+
+def _set_meta(path: Path, meta: dict[str, Any]) -> None:
+    onnx, _ = _onnx_modules()
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = META_KEY, json.dumps(meta)
+    onnx.save(model, str(path))
+
+
+def export_onnx(checkpoint: str | Path, out: str | Path, *, int8: bool = False,
+                calibration: str | Path | None = None) -> ExportResult:
+    """Export ``checkpoint`` to ``out`` (.onnx), optionally int8-quantized, and check it against PyTorch.
+
+    int8 uses static QDQ quantization calibrated on ``calibration`` faces (a dataset path; default: the checkpoint's
+    training set when it is on this machine) and must keep the top emotion of most of them. Nothing is left at
+    ``out`` when the export or its check fails.
+    """
+    start = time.perf_counter()
+    _onnx_modules()
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise FerkitError(f"{out}: the output must end in .onnx")
+    if not out.parent.is_dir():
+        raise FerkitError(f"{out.parent}: no such folder; create it first")
+    model, meta = load_checkpoint(resolve_checkpoint(checkpoint))
+    model.float()
+    calib = _calibration_faces(calibration, meta, CALIBRATION_FACES)
+    if int8 and calib is None:
+        raise FerkitError("int8 export needs calibration faces: pass --calibration PATH (e.g. the training dataset)")
+    faces = _check_faces(calib, meta)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        _export_graph(model, int(meta["input"]["size"]), fp32)
+        final = fp32
+        if int8:
+            final = Path(tmp) / "int8.onnx"
+            _quantize(fp32, final, faces, meta)
+        _set_meta(final, {**meta, "onnx": {"int8": int8, "source": str(checkpoint)}})
+        diff, agree = _parity(model, OnnxModel(final), meta, faces)
+        if not int8 and diff > PARITY_ATOL:
+            raise FerkitError(f"the ONNX model's probabilities differ from PyTorch's by {diff:.2g} "
+                              f"(allowed {PARITY_ATOL:g}); nothing written")
+        if int8 and agree < INT8_MIN_AGREEMENT:
+            raise FerkitError(f"the int8 model keeps the top emotion of only {agree:.1%} of the calibration faces "
+                              f"(needs {INT8_MIN_AGREEMENT:.0%}); export fp32 instead")
+        os.replace(final, out)
+    return ExportResult(str(out), out.stat().st_size / 1e6, int8, diff, agree, len(faces),
+                        time.perf_counter() - start)
+
+
+def _parity(model: torch.nn.Module, onnx_model: OnnxModel, meta: dict[str, Any],
+            faces: np.ndarray) -> tuple[float, float]:
+    from ferkit.evaluate.predict import model_proba
+
+    p_torch = model_proba(model, meta, faces)
+    p_onnx = model_proba(onnx_model, meta, faces)
+    return float(np.abs(p_torch - p_onnx).max()), float((p_torch.argmax(1) == p_onnx.argmax(1)).mean())
+
+
+def cached_onnx(checkpoint: str | Path) -> Path:
+    """The fp32 ONNX export of a .safetensors checkpoint, made once and kept in the ferkit cache."""
+    from ferkit.data.scan import default_cache_dir
+
+    path = resolve_checkpoint(checkpoint)
+    if path.suffix == ".onnx":
+        return path
+    key = hashlib.blake2b(path.read_bytes(), digest_size=12).hexdigest()
+    out = Path(default_cache_dir()) / "onnx" / f"{path.stem}-{key}.onnx"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        export_onnx(path, out)
+    return out
