@@ -1,0 +1,47 @@
+"""`ferkit bench`: the tables hold every variant, with ratios against the first row (no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import write_kaggle_folder
+
+from ferkit.bench.train import bench_train
+
+BIN = Path(sys.executable).parent
+
+
+def test_bench_train_measures_three_variants(kaggle_folder):
+    rows = bench_train(kaggle_folder, model="fernet", batch_size=8, batches=2, warmup=1, compile=False)
+    assert [r.variant for r in rows] == ["naive PyTorch loop", "ferkit trainer", "ferkit trainer + augmentation"]
+    assert rows[0].ratio == 1.0 and all(r.images_per_s > 0 and 0 <= r.data_share <= 1 for r in rows)
+    assert "fer_strong" in rows[2].settings
+
+
+def test_bench_infer_json(fer_zip, tmp_path):
+    faces = write_kaggle_folder(fer_zip, tmp_path / "fer", per_class=6)
+    r = subprocess.run([str(BIN / "ferkit"), "bench", "infer", "--repeats", "1", "--video-frames", "4",
+                        "--calibration", str(faces), "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    names = [row["name"] for row in res["classification"]]
+    assert names == ["PyTorch eager", "PyTorch compiled", "onnxruntime fp32", "onnxruntime int8"]
+    assert res["classification"][0]["ratio"] == 1.0
+    assert all(row["value"] > 0 and row["extra"]["faces_per_s_batch64"] > 0 for row in res["classification"])
+    assert res["detection"][0]["name"] == "haar" and "1 face(s) found" in res["detection"][0]["settings"]
+    e2e = res["end_to_end"]
+    assert [row["name"] for row in e2e if row["name"].startswith("ferkit")] == [
+        "ferkit PyTorch eager", "ferkit onnxruntime fp32", "ferkit onnxruntime int8"]
+    for row in e2e:
+        if row["name"].startswith("ferkit"):
+            assert set(row["extra"]) == {"video_fps_detect_every_1", "video_fps_detect_every_3"}
+            assert all(v > 0 and math.isfinite(v) for v in row["extra"].values())
+
+
+def test_bench_infer_refuses_bad_counts():
+    r = subprocess.run([str(BIN / "ferkit"), "bench", "infer", "--repeats", "0"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "at least 1" in r.stderr
