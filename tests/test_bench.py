@@ -45,3 +45,9 @@ def test_bench_infer_json(fer_zip, tmp_path):
 def test_bench_infer_refuses_bad_counts():
     r = subprocess.run([str(BIN / "ferkit"), "bench", "infer", "--repeats", "0"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "at least 1" in r.stderr
+
+
+def test_bench_infer_refuses_a_python_without_fer():
+    r = subprocess.run([str(BIN / "ferkit"), "bench", "infer", "--fer-python", sys.executable], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "import fer" in r.stderr

@@ -1,8 +1,8 @@
 """Inference speed: classification per backend, detection per detector, photos and video end to end.
 
 Every figure is measured in the same run on the same inputs, and each table has a ratio against its first row
-(classification: PyTorch eager; detection: Haar; end to end: the fer package when it is importable, else ferkit's
-PyTorch pipeline).
+(classification: PyTorch eager; detection: Haar; end to end: the fer package when it is importable here or from
+``fer_python``, else ferkit's PyTorch pipeline).
 """
 
 from __future__ import annotations
@@ -142,14 +142,17 @@ def write_clip(photo: np.ndarray, path: Path, frames: int, fps: float = 30.0) ->
     return path
 
 
-def bench_end_to_end(photo: np.ndarray, clip: Path, classifiers: dict[str, Any], repeats: int,
-                     detect_every: int, notes: list[str]) -> list[Row]:
+def bench_end_to_end(photo_path: Path, clip: Path, classifiers: dict[str, Any], repeats: int,
+                     detect_every: int, fer_python: str | None, notes: list[str]) -> list[Row]:
     from ferkit.infer.detect import get_detector
     from ferkit.infer.recognizer import Recognizer
     from ferkit.infer.video import process_video
 
+    from ferkit.infer.source import read_image
+
+    photo = read_image(photo_path)
     rows = []
-    fer_row = _fer_row(photo, repeats, notes)
+    fer_row = _fer_row(photo_path, repeats, fer_python, notes)
     if fer_row is not None:
         rows.append(fer_row)
     for name, clf in classifiers.items():
@@ -165,20 +168,70 @@ def bench_end_to_end(photo: np.ndarray, clip: Path, classifiers: dict[str, Any],
     return _ratios(rows, lower_is_better=True)
 
 
-def _fer_row(photo: np.ndarray, repeats: int, notes: list[str]) -> Row | None:
+# Times fer's FER().detect_emotions on one photo; run by the interpreter that has fer (it needs TensorFlow, which
+# often lives in another environment than PyTorch). Prints {"ms": median, "faces": n}.
+FER_SCRIPT = """
+import json, os, statistics, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import cv2
+try:
+    from fer.fer import FER
+except ImportError:
+    from fer import FER
+image, repeats = cv2.imread(sys.argv[1]), int(sys.argv[2])
+detector = FER()
+for _ in range(3):
+    faces = detector.detect_emotions(image)
+times = []
+for _ in range(repeats):
+    t0 = time.perf_counter()
+    detector.detect_emotions(image)
+    times.append(time.perf_counter() - t0)
+print(json.dumps({"ms": 1000 * statistics.median(times), "faces": len(faces)}))
+"""
+
+
+def fer_interpreter(fer_python: str | None) -> str | None:
+    """The Python to time fer with: ``fer_python`` (checked now, before any measuring) or this one if it has fer."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if fer_python is None:
+        return sys.executable if importlib.util.find_spec("fer") else None
     try:
-        from fer import FER
-    except Exception:  # not installed, or its TensorFlow fails to import
-        notes.append("the fer package is not importable here; end-to-end ratios are against ferkit's PyTorch "
-                      "pipeline (fer's own README quotes about 77 ms per photo)")
+        ok = subprocess.run([fer_python, "-c", "import fer"], capture_output=True, timeout=300).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    if not ok:
+        raise FerkitError(f"--fer-python {fer_python}: not a Python where `import fer` works; give the one of the "
+                          "environment where fer is installed")
+    return fer_python
+
+
+def _fer_row(photo: Path, repeats: int, python: str | None, notes: list[str]) -> Row | None:
+    """fer's end-to-end time on the same photo, measured by ``python`` (see ``fer_interpreter``)."""
+    import json
+    import subprocess
+
+    if python is None:
+        notes.append("the fer package is not importable here; give --fer-python PATH (a Python that has fer) to "
+                     "measure it as the end-to-end baseline")
         return None
-    detector = FER()
-    return Row("fer", "its default (Haar, TensorFlow)", median_ms(lambda: detector.detect_emotions(photo), repeats),
-               "ms/photo")
+    try:
+        out = subprocess.run([python, "-c", FER_SCRIPT, str(photo), str(repeats)], capture_output=True, text=True,
+                             timeout=1800)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise FerkitError(f"--fer-python {python}: could not run it ({e})") from None
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise FerkitError(f"--fer-python {python}: fer failed ({last}); give a Python where `import fer` works")
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    return Row("fer", f"its default (Haar + TensorFlow CNN), {res['faces']} face(s) found", res["ms"], "ms/photo")
 
 
 def bench_infer(model: str = "default", repeats: int = 50, calibration: str | Path | None = None,
-                video_frames: int = 150, detect_every: int = 3) -> InferBench:
+                video_frames: int = 150, detect_every: int = 3, fer_python: str | None = None) -> InferBench:
     """Measure everything in one run on this machine; see the module docstring."""
     from ferkit.infer.crop import crop_faces
     from ferkit.infer.detect import get_detector
@@ -187,6 +240,7 @@ def bench_infer(model: str = "default", repeats: int = 50, calibration: str | Pa
     if repeats < 1 or video_frames < 1 or detect_every < 1:
         raise FerkitError("repeats, video frames and detect-every must be at least 1")
     notes: list[str] = []
+    fer_python = fer_interpreter(fer_python)
     photo = read_image(SAMPLE_PHOTO)
     boxes = [d.box for d in get_detector("haar")(photo)]
     faces = crop_faces(photo, boxes, 48)  # (N, 48, 48): the real face of the sample photo
@@ -194,5 +248,6 @@ def bench_infer(model: str = "default", repeats: int = 50, calibration: str | Pa
         classification, loaded = bench_classification(model, faces, repeats, calibration, Path(tmp), notes)
         detection = bench_detection(bench_frame(photo), repeats, notes)
         clip = write_clip(photo, Path(tmp) / "clip.mp4", video_frames)
-        end_to_end = bench_end_to_end(photo, clip, loaded, max(5, repeats // 2), detect_every, notes)
+        end_to_end = bench_end_to_end(SAMPLE_PHOTO, clip, loaded, max(5, repeats // 2), detect_every, fer_python,
+                                      notes)
     return InferBench(classification, detection, end_to_end, notes)
