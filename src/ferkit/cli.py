@@ -85,6 +85,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256, help="faces per forward pass (default: 256)")
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("predict", help="emotions of the faces in photos, folders, videos or a webcam",
+                       description="Find the faces in photos, folders of photos or videos and read their emotions. "
+                       "INPUT 'sample' is the photo bundled with ferkit (NASA's portrait of astronaut Eileen "
+                       "Collins): try `ferkit predict sample`. With --out DIR, annotated photos and videos, each "
+                       "video's timeline CSV and results.json are written there.")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="image files, folders of images, video files, or 'sample' (the bundled photo)")
+    p.add_argument("--model", default="default", help="'default' (the shipped model), a run directory, "
+                   "a .safetensors checkpoint or a .onnx export")
+    p.add_argument("--detector", default="haar", help="face detector: haar (default, OpenCV) or mtcnn "
+                   "(needs facenet-pytorch)")
+    p.add_argument("--backend", help="torch or onnxruntime (default: onnxruntime for .onnx models, else torch)")
+    p.add_argument("--tta", default="none", metavar="{none,flip,tencrop}",
+                   help="test-time augmentation per face: none (default, fastest), flip or tencrop")
+    p.add_argument("--out", metavar="DIR", help="write annotated photos/videos, timelines and results.json here")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    fmt.add_argument("--csv", action="store_true", help="print one CSV row per face (per face and frame in videos)")
+    p.add_argument("--no-detect", action="store_true", help="each photo is already a cropped face: no detection")
+    p.add_argument("--webcam", type=int, metavar="N", help="camera N, live: a window with the overlay where "
+                   "OpenCV has a GUI; with --out the annotated video is recorded (stop with q or Ctrl-C)")
+    p.set_defaults(func=cmd_predict)
+
     p = sub.add_parser("report", help="compare trained runs in one HTML page: scores, cost, curves, Grad-CAM",
                        description="Evaluate every run once on a split and write a self-contained HTML report "
                        "(and a Markdown table beside it): accuracy, loss and macro F1, parameters, size, FLOPs and "
@@ -130,6 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder searched (with subfolders) for more .safetensors and .onnx models to choose from")
     p.add_argument("--port", type=int, help="port on 127.0.0.1 (default: 8501)")
     p.set_defaults(func=cmd_app)
+
+    p = bench.add_parser("infer", help="inference speed: classifier backends, detectors, photos and video end to end")
+    p.add_argument("--model", default="default", help="'default', a run directory or a checkpoint")
+    p.add_argument("--repeats", type=int, default=50, help="timed calls per latency figure (median reported)")
+    p.add_argument("--calibration", metavar="PATH", help="faces for the int8 export (default: the model's training "
+                   "set when it is on this machine)")
+    p.add_argument("--video-frames", type=int, default=150, help="frames of the 640x480 benchmark clip")
+    p.add_argument("--detect-every", type=int, default=3, help="also time video with detection on every Nth frame")
+    p.add_argument("--fer-python", metavar="PATH", help="a Python interpreter with the fer package, to time fer "
+                   "on the same photo as the end-to-end baseline (default: this one, if it has fer)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=cmd_bench_infer)
 
     p = sub.add_parser("list-models", help="every registered model with parameters and input size")
     p.set_defaults(func=cmd_list_models)
@@ -302,6 +337,87 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    import os
+
+    import cv2
+
+    from ferkit.infer import Recognizer
+    from ferkit.infer.batch import face_rows, predict_camera, predict_inputs
+    from ferkit.infer.video import has_display
+
+    # OpenCV and FFmpeg print their own warnings for unreadable videos and missing cameras; the error says it once.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    if args.webcam is not None and (args.inputs or args.no_detect):
+        raise FerkitError("--webcam reads the camera only: give no INPUT and no --no-detect with it")
+    if args.webcam is None and not args.inputs:
+        raise FerkitError("give an image, folder or video to read (or 'sample' for the bundled photo, "
+                          "or --webcam N)")
+    rec = Recognizer.load(args.model, detector=args.detector, backend=args.backend, tta=args.tta)
+    if args.webcam is not None:
+        window = "ferkit (q to quit)" if has_display() else None
+        if window is None and not args.out:
+            from ferkit.infer import open_source
+
+            open_source(args.webcam).close()  # a missing camera is the first thing to say
+            raise FerkitError("no window can be shown: this OpenCV has no GUI (opencv-python-headless) or there is "
+                              "no display; add --out DIR to record the annotated webcam video instead")
+        run = predict_camera(args.webcam, rec, args.out, window=window)
+    else:
+        run = predict_inputs(args.inputs, rec, args.out, detect=not args.no_detect,
+                             progress=not (args.json or args.csv) and sys.stderr.isatty())
+    if args.json:
+        print(json.dumps(run.to_dict(), indent=2))
+    elif args.csv:
+        import csv
+
+        rows = face_rows(run)
+        columns = ["source", "frame", "time_s", "track_id", "x", "y", "w", "h", *rec.labels, "emotion", "score"]
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        print_predictions(run)
+    return 0
+
+
+def print_predictions(run) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ferkit.infer import PhotoResult
+
+    console = Console()
+    for r in run.results:
+        name = escape(Path(r.source).name)
+        if isinstance(r, PhotoResult):
+            if not r.faces:
+                console.print(f"{name} ({r.width}x{r.height}): no face found", highlight=False)
+                continue
+            table = Table(title=f"{name} ({r.width}x{r.height}): {len(r.faces)} face{'s' * (len(r.faces) > 1)}")
+            for col in ("face", "box (x, y, w, h)", "emotion", "probability", "next"):
+                table.add_column(col, justify="right" if col in ("face", "probability") else "left")
+            for i, f in enumerate(r.faces, 1):
+                (top, p1), (second, p2) = sorted(f.emotions.items(), key=lambda kv: -kv[1])[:2]
+                table.add_row(str(i), ", ".join(map(str, f.box)), top, f"{p1:.1%}", f"{second} {p2:.1%}")
+        else:
+            head = f"{name}: {r.frames} frames at {r.fps:.0f} fps, {r.frames_per_s:.1f} frames/s processed"
+            if not r.tracks:
+                console.print(f"{head}; no face found", highlight=False)
+                continue
+            table = Table(title=f"{head}; {len(r.tracks)} tracked face{'s' * (len(r.tracks) > 1)}")
+            for col in ("track", "seen (s)", "frames", "dominant emotion", "mean probability"):
+                table.add_column(col, justify="left" if col == "dominant emotion" else "right")
+            for t in r.tracks:
+                table.add_row(f"#{t.track_id}", f"{t.start_s:.1f}-{t.end_s:.1f}", str(t.frames), t.emotion,
+                              f"{t.emotions[t.emotion]:.1%}")
+        console.print(table)
+    if run.out:
+        console.print(f"written: {', '.join(run.files())}", highlight=False, markup=False)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from ferkit.report import make_report
 
@@ -333,6 +449,40 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     for r in rows:
         table.add_row(r.variant, r.settings, f"{r.images_per_s:.0f}", f"{r.ratio:.2f}x", f"{r.data_share:.1%}")
     Console(width=140).print(table)
+    return 0
+
+
+def cmd_bench_infer(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ferkit.bench.infer import bench_infer
+
+    res = bench_infer(args.model, args.repeats, args.calibration, args.video_frames, args.detect_every,
+                      args.fer_python)
+    if args.json:
+        print(json.dumps(res.to_dict(), indent=2))
+        return 0
+    import torch
+
+    console = Console(width=140)
+    console.print(f"inference speed on this CPU ({torch.get_num_threads()} threads), model {args.model}")
+    for title, rows, extra in [("classification", res.classification, "faces/s at batch 64"),
+                               ("face detection", res.detection, None),
+                               ("end to end", res.end_to_end, "video FPS 640x480")]:
+        table = Table(title=title)
+        for col in ("pipeline", "settings", rows[0].unit if rows else "", "speed vs first row", extra):
+            if col is not None:
+                table.add_column(col, justify="left" if col in ("pipeline", "settings") else "right")
+        for r in rows:
+            cells = [r.name, r.settings, f"{r.value:.2f}", f"{r.ratio:.2f}x"]
+            if extra:
+                cells.append(", ".join(f"{v:.0f}" if "faces" in k else f"{v:.1f} (detect every {k.rsplit('_', 1)[1]})"
+                                       for k, v in r.extra.items()))
+            table.add_row(*cells)
+        console.print(table)
+    for note in res.notes:
+        console.print(f"note: {note}")
     return 0
 
 

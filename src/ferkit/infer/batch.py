@@ -1,0 +1,204 @@
+"""Predictions for what a user names (photos, folders of photos, videos) and the files they ask for: the work of
+``ferkit predict``.
+
+With an output folder, annotated photos (``<name>.jpg``), annotated videos (``<name>.mp4``), video timelines
+(``<name>_timeline.csv``) and ``results.json`` are first written to a hidden folder inside it and moved into place
+only when every input has succeeded, so a bad input leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+from tqdm import tqdm
+
+from ferkit.errors import FerkitError
+from ferkit.fileio import atomic_write
+from ferkit.infer.draw import annotate
+from ferkit.infer.recognizer import Face, Recognizer
+from ferkit.infer.source import expand_inputs, input_kind, read_image
+from ferkit.infer.video import VideoResult, process_video
+
+RESULTS_FILE = "results.json"
+JPEG_QUALITY = 90
+
+
+@dataclass
+class PhotoResult:
+    """The faces of one photo and, with an output folder, where its annotated copy was written."""
+
+    source: str
+    width: int
+    height: int
+    faces: list[Face]
+    seconds: float
+    annotated: str | None = None
+    kind: str = "image"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "kind": self.kind, "width": self.width, "height": self.height,
+                "faces": [f.to_dict() for f in self.faces], "seconds": round(self.seconds, 4),
+                "annotated": self.annotated}
+
+
+@dataclass
+class PredictRun:
+    """Every input's result, in input order, and the settings that produced them."""
+
+    settings: dict[str, Any]
+    results: list[PhotoResult | VideoResult]
+    out: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.settings, "results": [r.to_dict() for r in self.results]}
+
+    def files(self) -> list[str]:
+        """Files written into the output folder."""
+        if self.out is None:
+            return []
+        found = [f for r in self.results for f in (getattr(r, "annotated", None), getattr(r, "out_video", None),
+                                                   getattr(r, "out_csv", None)) if f]
+        return [*found, str(Path(self.out) / RESULTS_FILE)]
+
+
+def output_names(paths: list[Path], kinds: list[str]) -> list[tuple[str, ...]]:
+    """File names in the output folder per input: (<name>.jpg,) for photos, (<name>.mp4, <name>_timeline.csv) for
+    videos; a name already taken gets -2, -3, ... ."""
+    taken, out = {RESULTS_FILE}, []
+    for path, kind in zip(paths, kinds):
+        ext, stem, i = (".jpg" if kind == "image" else ".mp4"), path.stem, 2
+        while f"{stem}{ext}" in taken or f"{stem}_timeline.csv" in taken:
+            stem, i = f"{path.stem}-{i}", i + 1
+        names = (f"{stem}{ext}",) if kind == "image" else (f"{stem}{ext}", f"{stem}_timeline.csv")
+        taken.update(names)
+        out.append(names)
+    return out
+
+
+def predict_inputs(inputs: Sequence[str | Path], recognizer: Recognizer, out: str | Path | None = None, *,
+                   detect: bool = True, progress: bool = False) -> PredictRun:
+    """Run ``recognizer`` on photos, folders of photos and videos (``sample`` = the bundled photo).
+
+    ``detect`` False treats each photo as one already-cropped face (no videos then). ``out``: a folder for the
+    annotated photos and videos, video timelines and results.json. Every input is checked before work starts.
+    """
+    paths = expand_inputs(inputs)
+    kinds = [input_kind(p) for p in paths]
+    if not detect and "video" in kinds:
+        video = paths[kinds.index("video")]
+        raise FerkitError(f"{video}: without face detection each input must be a face photo, not a video")
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise FerkitError(f"{out_dir}: exists and is not a folder; give a folder for the output files")
+    names = output_names(paths, kinds)
+    stage, created = None, []
+    if out_dir is not None:
+        inputs_resolved = {p.resolve() for p in paths}
+        for n in (n for group in names for n in group):
+            if (out_dir / n).resolve() in inputs_resolved:
+                raise FerkitError(f"{out_dir / n} is an input and would be overwritten; give another --out folder")
+        created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]  # to remove again on failure
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(dir=out_dir, prefix=".ferkit-predict-"))
+    try:
+        results = _run(paths, kinds, names, recognizer, stage, detect, progress)
+        run = PredictRun(recognizer.describe(), results, str(out_dir) if out_dir is not None else None)
+        if stage is not None:
+            run = _publish(run, stage, out_dir)
+    except BaseException:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+            for d in created:  # innermost first
+                if not any(d.iterdir()):
+                    d.rmdir()
+        raise
+    return run
+
+
+def _run(paths: list[Path], kinds: list[str], names: list[tuple[str, ...]], recognizer: Recognizer,
+         stage: Path | None, detect: bool, progress: bool) -> list[PhotoResult | VideoResult]:
+    results: list[PhotoResult | VideoResult] = []
+    photos = kinds.count("image")
+    bar = tqdm(total=photos, desc="photos", unit="photo", disable=not progress or photos < 2, leave=False)
+    for path, kind, files in zip(paths, kinds, names):
+        files = [stage / n for n in files] if stage is not None else [None] * len(files)
+        if kind == "video":
+            results.append(process_video(path, recognizer, *files, progress=progress))
+            continue
+        start = time.perf_counter()
+        image = read_image(path)
+        faces = recognizer.predict(image) if detect else recognizer.predict_faces([image])
+        result = PhotoResult(str(path), image.shape[1], image.shape[0], faces, time.perf_counter() - start)
+        if files[0] is not None:
+            _, data = cv2.imencode(".jpg", annotate(image, faces), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+            atomic_write(files[0], data.tobytes())
+            result.annotated = str(files[0])
+        results.append(result)
+        bar.update()
+    bar.close()
+    return results
+
+
+def _publish(run: PredictRun, stage: Path, out_dir: Path) -> PredictRun:
+    """Move the staged files into ``out_dir``, write results.json there, remove the staging folder."""
+    def moved(f: str | None) -> str | None:
+        if f is None:
+            return None
+        os.replace(f, out_dir / Path(f).name)
+        return str(out_dir / Path(f).name)
+
+    results = [replace(r, annotated=moved(r.annotated)) if isinstance(r, PhotoResult)
+               else replace(r, out_video=moved(r.out_video), out_csv=moved(r.out_csv)) for r in run.results]
+    run = replace(run, results=results)
+    atomic_write(out_dir / RESULTS_FILE, json.dumps(run.to_dict(), indent=2) + "\n")
+    stage.rmdir()
+    return run
+
+
+CAMERA_NAME = "webcam"  # file names of a camera recording: webcam.mp4, webcam_timeline.csv
+
+
+def predict_camera(camera: int, recognizer: Recognizer, out: str | Path | None = None, *,
+                   window: str | None = None) -> PredictRun:
+    """Faces tracked live from webcam ``camera`` until it is stopped (q or Esc in the window, or Ctrl-C).
+
+    ``window``: a title to show the annotated frames in; ``out``: a folder for the annotated video, its timeline
+    and results.json.
+    """
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise FerkitError(f"{out_dir}: exists and is not a folder; give a folder for the output files")
+    files = (out_dir / f"{CAMERA_NAME}.mp4", out_dir / f"{CAMERA_NAME}_timeline.csv") if out_dir else (None, None)
+    result = process_video(camera, recognizer, *files, window=window)
+    run = PredictRun(recognizer.describe(), [result], str(out_dir) if out_dir is not None else None)
+    if out_dir is not None:
+        atomic_write(out_dir / RESULTS_FILE, json.dumps(run.to_dict(), indent=2) + "\n")
+    return run
+
+
+def face_rows(run: PredictRun) -> list[dict[str, Any]]:
+    """One row per face of every photo and per tracked face per frame of every video: source, frame, time_s,
+    track_id (the last three empty for photos), x, y, w, h, one column per emotion, emotion, score."""
+    labels = run.settings["labels"]
+    rows = []
+    for r in run.results:
+        if isinstance(r, PhotoResult):
+            for f in r.faces:
+                d = f.to_dict()
+                rows.append({"source": r.source, "frame": "", "time_s": "", "track_id": "",
+                             **dict(zip("xywh", f.box)), **d["emotions"], "emotion": d["emotion"],
+                             "score": d["score"]})
+        else:
+            for t in r.timeline:
+                top = max(labels, key=lambda k: t[k])
+                rows.append({"source": r.source, **t, "emotion": top, "score": t[top]})
+    return rows

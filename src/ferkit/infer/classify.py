@@ -1,0 +1,81 @@
+"""Classifiers: gray face crops -> emotion probabilities, with the preprocessing the checkpoint's meta describes.
+
+A classifier is loaded by backend name from ``BACKENDS``. ``torch`` runs checkpoints (and .onnx exports, through
+``ferkit.evaluate.load_members``); ``onnxruntime`` runs a checkpoint's ONNX export (made once and cached by
+``ferkit.export``). Another backend is one more entry: a function ``(model, tta) -> Classifier``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ferkit.errors import FerkitError
+from ferkit.evaluate.predict import Member, check_tta, load_members, predict_proba
+
+ONNX_SUFFIX = ".onnx"
+
+
+@dataclass
+class Classifier:
+    """Loaded model(s) plus the TTA to apply; ``predict`` runs one batch for all the faces it is given."""
+
+    members: list[Member]
+    tta: str
+    backend: str
+    model: str  # the file the weights came from
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.members[0][1]["labels"])
+
+    @property
+    def face_size(self) -> int:
+        """Side of the square face the model's preprocessing starts from (48 for FER-2013 models)."""
+        return int(self.members[0][1]["input"]["face_size"])
+
+    def predict(self, faces: np.ndarray) -> np.ndarray:
+        """uint8 faces (N, face_size, face_size) -> probabilities (N, C) in ``labels`` order."""
+        if not len(faces):
+            return np.zeros((0, len(self.labels)), np.float32)
+        return predict_proba(self.members, faces, self.tta)
+
+
+def _load_torch(model: str | Path, tta: str) -> Classifier:
+    from ferkit.train.checkpoint import resolve_checkpoint
+
+    path = resolve_checkpoint(model)
+    return Classifier(load_members([path]), tta, "torch", str(path))
+
+
+def _load_onnxruntime(model: str | Path, tta: str) -> Classifier:
+    from ferkit.export import cached_onnx
+
+    path = cached_onnx(model)
+    return Classifier(load_members([path]), tta, "onnxruntime", str(path))
+
+
+BACKENDS: dict[str, Callable[[str | Path, str], Classifier]] = {
+    "torch": _load_torch,
+    "onnxruntime": _load_onnxruntime,
+}
+
+
+def load_classifier(model: str | Path = "default", backend: str | None = None, tta: str = "none") -> Classifier:
+    """The classifier for ``model`` ('default', a run directory, a .safetensors checkpoint or a .onnx export).
+
+    ``backend`` None picks onnxruntime for .onnx files and torch otherwise. ``tta``: none, flip or tencrop.
+    """
+    check_tta(tta)
+    is_onnx = Path(str(model)).suffix == ONNX_SUFFIX
+    if backend is None:
+        backend = "onnxruntime" if is_onnx else "torch"
+    if backend not in BACKENDS:
+        raise FerkitError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if is_onnx and backend != "onnxruntime":
+        raise FerkitError(f"{model} is an ONNX export and runs on the onnxruntime backend, not {backend}; "
+                          "leave out the backend or give a .safetensors checkpoint")
+    return BACKENDS[backend](model, tta)

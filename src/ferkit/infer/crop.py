@@ -1,0 +1,59 @@
+"""Face crops as the model saw faces in training: square, gray, framed like FER-2013, at the model's face size."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from ferkit.data.formats import to_gray
+from ferkit.evaluate.predict import resize_faces
+
+# Extra context around a detection, as a fraction of the box side added on each side. 0: a Haar box frames a face
+# as FER-2013 does (on PublicTest faces the cascade's box side is a median 0.98 of the image side, centred), and
+# wider crops measured lower accuracy with the default model.
+FACE_MARGIN = 0.0
+
+
+def square_box(box: Sequence[int], margin: float = FACE_MARGIN) -> tuple[int, int, int]:
+    """(x, y, w, h) -> (left, top, side) of the square centred on the box, side = longest side * (1 + 2 margin)."""
+    x, y, w, h = box
+    side = max(1, round(max(w, h) * (1 + 2 * margin)))
+    return round(x + w / 2 - side / 2), round(y + h / 2 - side / 2), side
+
+
+def crop_face(gray: np.ndarray, box: Sequence[int], size: int, margin: float = FACE_MARGIN) -> np.ndarray:
+    """The square around ``box`` of a gray (H, W) image, border pixels repeated where it leaves the image,
+    resized to (size, size)."""
+    H, W = gray.shape
+    left, top, side = square_box(box, margin)
+    x0, y0, x1, y1 = max(0, left), max(0, top), min(W, left + side), min(H, top + side)
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"box {tuple(box)} lies outside the {W}x{H} image")
+    crop = gray[y0:y1, x0:x1]
+    if (x1 - x0, y1 - y0) != (side, side):
+        crop = cv2.copyMakeBorder(crop, y0 - top, top + side - y1, x0 - left, left + side - x1, cv2.BORDER_REPLICATE)
+    return resize_faces(crop[None], size)[0]
+
+
+def crop_faces(image: np.ndarray, boxes: Sequence[Sequence[int]], size: int,
+               margin: float = FACE_MARGIN) -> np.ndarray:
+    """Crops of every box of a BGR or gray image: uint8 (N, size, size)."""
+    gray = to_gray(image)
+    if not len(boxes):
+        return np.zeros((0, size, size), np.uint8)
+    return np.stack([crop_face(gray, b, size, margin) for b in boxes])
+
+
+def fit_faces(crops: Sequence[np.ndarray], size: int) -> np.ndarray:
+    """Already-cropped faces (any size, gray or colour) -> uint8 (N, size, size), resized as the dataset readers
+    resize images."""
+    if not len(crops):
+        return np.zeros((0, size, size), np.uint8)
+    out = []
+    for c in crops:
+        g = to_gray(np.asarray(c))
+        interp = cv2.INTER_AREA if min(g.shape) > size else cv2.INTER_LINEAR
+        out.append(g if g.shape == (size, size) else cv2.resize(g, (size, size), interpolation=interp))
+    return np.stack(out)

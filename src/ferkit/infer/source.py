@@ -1,0 +1,174 @@
+"""Sources of frames: an image file, a folder of images, a video file or a webcam, behind one ``open_source``.
+
+Photos are read with ``read_image``; ``expand_inputs`` turns what a user typed (files, folders, the word
+``sample``) into a checked list of image and video files before any work starts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ferkit.data.formats import IMAGE_EXTENSIONS
+from ferkit.errors import DataError
+
+SAMPLE = "sample"  # the word that stands for the bundled sample photo
+SAMPLE_PHOTO = Path(__file__).resolve().parents[1] / "assets" / "astronaut.jpg"
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif"}
+DEFAULT_FPS = 30.0  # for sources that do not say their frame rate (webcams, folders of frames)
+
+
+@dataclass
+class Frame:
+    """One BGR uint8 (H, W, 3) frame, its index in the source and its time in seconds."""
+
+    image: np.ndarray
+    index: int
+    time_s: float
+
+
+def input_kind(path: Path) -> str:
+    """'image' or 'video', from the file name."""
+    ext = path.suffix.lower()
+    if ext in IMAGE_EXTENSIONS:
+        return "image"
+    if ext in VIDEO_EXTENSIONS:
+        return "video"
+    raise DataError(f"{path}: not an image or video file name; images: {', '.join(sorted(IMAGE_EXTENSIONS))}; "
+                    f"videos: {', '.join(sorted(VIDEO_EXTENSIONS))}")
+
+
+def folder_images(folder: Path) -> list[Path]:
+    """The image files directly inside ``folder``, sorted by name; an error when there is none."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise DataError(f"{folder}: no images in this folder (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return files
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Image and video files named by ``inputs``: files, folders (their images) and ``sample`` (the bundled photo;
+    write ./sample for a file of that name). Missing paths and unknown file types fail before anything runs."""
+    if not inputs:
+        raise DataError("give at least one image, folder or video (or 'sample' for the bundled photo)")
+    out = []
+    for item in inputs:
+        path = SAMPLE_PHOTO if str(item) == SAMPLE else Path(item).expanduser()
+        if path.is_dir():
+            out.extend(folder_images(path))
+        elif path.is_file():
+            input_kind(path)
+            out.append(path)
+        else:
+            raise DataError(f"{path}: no such file or folder")
+    return out
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """A photo as BGR uint8 (H, W, 3); a one-line error for a missing, unreadable or non-image file."""
+    path = Path(path)
+    try:
+        data = np.fromfile(path, np.uint8)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise DataError(f"{path}: not a readable image (corrupt, empty or another kind of file)")
+    return image
+
+
+class Source:
+    """Frames of one source; iterate over it, then ``close`` it (or use it in a ``with`` block)."""
+
+    kind = ""
+    name = ""
+    fps = DEFAULT_FPS
+    frame_count: int | None = None  # None when unknown (webcams)
+    live = False  # frames come in real time (a camera) and never end by themselves
+
+    def __iter__(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class ImageSource(Source):
+    """An image file or a folder of images, one frame per image, in name order."""
+
+    def __init__(self, path: Path):
+        self.kind = "folder" if path.is_dir() else "image"
+        self.name = str(path)
+        self.files = folder_images(path) if path.is_dir() else [path]
+        self.frame_count = len(self.files)
+
+    def __iter__(self):
+        for i, f in enumerate(self.files):
+            yield Frame(read_image(f), i, i / self.fps)
+
+
+class VideoSource(Source):
+    """A video file (decoded by OpenCV's FFmpeg) or a webcam index."""
+
+    def __init__(self, source: Path | int):
+        self.live = isinstance(source, int)
+        self.kind = "webcam" if self.live else "video"
+        self.name = f"webcam {source}" if self.live else str(source)
+        self.cap = cv2.VideoCapture(source if self.live else str(source))
+        if not self.cap.isOpened():
+            self.cap.release()
+            if self.live:
+                raise DataError(f"camera {source} cannot be opened; check that a camera is connected and free, "
+                                "or try another index")
+            raise DataError(f"{source}: cannot be decoded as a video (corrupt, empty or an unsupported format)")
+        fps = self.cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and np.isfinite(fps) and 0 < fps < 1000 else DEFAULT_FPS
+        count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.frame_count = count if count > 0 and not self.live else None
+        self.first = self._read()
+        if self.first is None:
+            self.close()
+            raise DataError(f"{self.name}: no frame could be read" +
+                            ("" if self.live else " (an empty, truncated or unsupported video)"))
+
+    def _read(self) -> np.ndarray | None:
+        ok, image = self.cap.read()
+        if not ok or image is None:
+            return None
+        return image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+
+    def __iter__(self):
+        start = time.perf_counter()
+        image, i = self.first, 0
+        while image is not None:
+            t = time.perf_counter() - start if self.live else i / self.fps
+            yield Frame(image, i, t)
+            image, i = self._read(), i + 1
+
+    def close(self):
+        self.cap.release()
+
+
+def open_source(source: str | Path | int) -> Source:
+    """Frames from an image file, a folder of images, a video file or (an int) a webcam index."""
+    if isinstance(source, int):
+        return VideoSource(source)
+    path = SAMPLE_PHOTO if str(source) == SAMPLE else Path(source).expanduser()
+    if path.is_dir():
+        return ImageSource(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file or folder")
+    return ImageSource(path) if input_kind(path) == "image" else VideoSource(path)

@@ -1,0 +1,282 @@
+"""Videos and webcams: faces tracked across frames with stable IDs, probabilities smoothed per track, a timeline
+per track, and an annotated copy of the video.
+
+Tracks are matched frame to frame by box overlap (IoU, optimal assignment); a face unmatched for ``MAX_MISSED``
+frames ends its track, and a new face starts one with the next ID. Each track's probabilities are an exponential
+moving average (``smoothing`` is the newest frame's weight), so a one-frame flicker does not flip the label.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from tqdm import tqdm
+
+from ferkit.errors import FerkitError
+from ferkit.fileio import atomic_write
+from ferkit.infer.draw import annotate
+from ferkit.infer.recognizer import DECIMALS, Face, Recognizer
+from ferkit.infer.source import Frame, open_source
+
+IOU_MATCH = 0.3  # least overlap for a face to continue a track
+MAX_MISSED = 15  # frames a track survives without a face (a blink of the detector does not end it)
+SMOOTHING = 0.5  # weight of the newest frame in each track's moving average of probabilities
+VIDEO_SUFFIX, FOURCC = ".mp4", "mp4v"
+TIMELINE_COLUMNS = ("frame", "time_s", "track_id", "x", "y", "w", "h")  # then one column per emotion
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of boxes a (N, 4) and b (M, 4), each (x, y, w, h): (N, M)."""
+    ax0, ay0, ax1, ay1 = a[:, 0:1], a[:, 1:2], a[:, 0:1] + a[:, 2:3], a[:, 1:2] + a[:, 3:4]  # (N, 1) each
+    bx0, by0, bx1, by1 = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]  # (M,) each
+    iw = np.clip(np.minimum(ax1, bx1) - np.maximum(ax0, bx0), 0, None)
+    ih = np.clip(np.minimum(ay1, by1) - np.maximum(ay0, by0), 0, None)
+    inter = iw * ih  # (N, M)
+    union = a[:, 2:3] * a[:, 3:4] + b[:, 2] * b[:, 3] - inter
+    return inter / np.maximum(union, 1e-9)
+
+
+@dataclass
+class TrackSummary:
+    """One tracked face over a video: when it was seen and its dominant emotion (the highest mean probability
+    over its frames, before smoothing)."""
+
+    track_id: int
+    frames: int
+    first_frame: int
+    last_frame: int
+    start_s: float
+    end_s: float
+    emotion: str
+    emotions: dict[str, float]  # mean probability per emotion
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "emotions": {k: round(v, DECIMALS) for k, v in self.emotions.items()}}
+
+
+@dataclass
+class _Track:
+    id: int
+    box: tuple[int, int, int, int]
+    smooth: np.ndarray  # (C,) moving average of probabilities
+    total: np.ndarray  # (C,) sum of raw probabilities
+    first_frame: int
+    first_s: float
+    last_frame: int = 0
+    last_s: float = 0.0
+    frames: int = 0
+    missed: int = 0
+
+
+class Tracker:
+    """Gives each face a track ID and its track's smoothed probabilities, frame after frame."""
+
+    def __init__(self, labels: list[str], smoothing: float = SMOOTHING, iou_match: float = IOU_MATCH,
+                 max_missed: int = MAX_MISSED):
+        if not 0 < smoothing <= 1:
+            raise FerkitError(f"smoothing {smoothing} must be in (0, 1]; 1 means no smoothing")
+        self.labels = labels
+        self.smoothing, self.iou_match, self.max_missed = smoothing, iou_match, max_missed
+        self.active: list[_Track] = []
+        self.ended: list[_Track] = []
+        self.next_id = 1
+
+    def boxes_seen_last(self) -> list[tuple[int, int, int, int]]:
+        return [t.box for t in self.active if t.missed == 0]
+
+    def update(self, faces: list[Face], frame: Frame) -> list[Face]:
+        """Faces of ``frame`` (raw probabilities) -> the same faces with track IDs and smoothed probabilities."""
+        matches: dict[int, _Track] = {}
+        if faces and self.active:
+            overlap = iou(np.array([f.box for f in faces], float), np.array([t.box for t in self.active], float))
+            rows, cols = linear_sum_assignment(-overlap)
+            matches = {r: self.active[c] for r, c in zip(rows, cols) if overlap[r, c] >= self.iou_match}
+        out = []
+        for i, face in enumerate(faces):
+            p = np.array([face.emotions[k] for k in self.labels], np.float64)  # (C,)
+            track = matches.get(i)
+            if track is None:
+                track = _Track(self.next_id, face.box, p.copy(), np.zeros_like(p), frame.index, frame.time_s)
+                self.next_id += 1
+                self.active.append(track)
+            else:
+                track.smooth = self.smoothing * p + (1 - self.smoothing) * track.smooth
+            track.box, track.missed = face.box, -1  # -1: seen now; the increment below makes it 0
+            track.total += p
+            track.frames += 1
+            track.last_frame, track.last_s = frame.index, frame.time_s
+            out.append(Face(face.box, dict(zip(self.labels, map(float, track.smooth))), track.id))
+        for t in self.active:
+            t.missed += 1
+        self.ended += [t for t in self.active if t.missed > self.max_missed]
+        self.active = [t for t in self.active if t.missed <= self.max_missed]
+        return out
+
+    def summaries(self) -> list[TrackSummary]:
+        out = []
+        for t in sorted(self.ended + self.active, key=lambda t: t.id):
+            mean = t.total / t.frames
+            out.append(TrackSummary(t.id, t.frames, t.first_frame, t.last_frame, round(t.first_s, 3),
+                                    round(t.last_s, 3), self.labels[int(mean.argmax())],
+                                    dict(zip(self.labels, map(float, mean)))))
+        return out
+
+
+def timeline_rows(faces: list[Face], frame: Frame) -> list[dict[str, Any]]:
+    """One row per tracked face: frame, time_s, track_id, x, y, w, h, then the smoothed probability per emotion."""
+    return [{"frame": frame.index, "time_s": round(frame.time_s, 3), "track_id": f.track_id,
+             **dict(zip("xywh", f.box)), **{k: round(v, DECIMALS) for k, v in f.emotions.items()}} for f in faces]
+
+
+@dataclass
+class VideoResult:
+    """What ``process_video`` saw: the source, every track's summary, the per-frame timeline and files written."""
+
+    source: str
+    kind: str  # video, webcam, image or folder
+    labels: list[str]
+    fps: float
+    width: int
+    height: int
+    frames: int
+    seconds: float  # processing time
+    tracks: list[TrackSummary]
+    timeline: list[dict[str, Any]] = field(repr=False)  # rows as in the CSV (not in to_dict)
+    out_video: str | None = None
+    out_csv: str | None = None
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("tracks", "timeline")}
+        return {**d, "seconds": round(self.seconds, 3), "frames_per_s": round(self.frames_per_s, 2),
+                "timeline_rows": len(self.timeline), "tracks": [t.to_dict() for t in self.tracks]}
+
+
+def timeline_csv(rows: list[dict[str, Any]], labels: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=[*TIMELINE_COLUMNS, *labels], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+class _VideoFile:
+    """cv2.VideoWriter into a temporary file beside ``path``, renamed into place by ``commit``."""
+
+    def __init__(self, path: Path, fps: float, size: tuple[int, int]):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=VIDEO_SUFFIX)
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the video is an ordinary file
+        self.path, self.tmp, self.size = path, Path(tmp), size
+        self.writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*FOURCC), fps, size)
+        if not self.writer.isOpened():
+            self.discard()
+            raise FerkitError(f"{path}: OpenCV cannot write an {FOURCC} video here")
+
+    def write(self, image: np.ndarray) -> None:
+        if (image.shape[1], image.shape[0]) != self.size:  # frames of a folder may differ in size
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+        self.writer.write(image)
+
+    def commit(self) -> None:
+        self.writer.release()
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        self.writer.release()
+        self.tmp.unlink(missing_ok=True)
+
+
+def has_display() -> bool:
+    """Whether cv2.imshow can open a window: OpenCV built with a GUI (not opencv-python-headless) and, on
+    Linux, a display to show it on."""
+    gui = next((line.split(":", 1)[1].strip() for line in cv2.getBuildInformation().splitlines()
+                if line.strip().startswith("GUI:")), "NONE")
+    if gui.upper() == "NONE":
+        return False
+    return os.name != "posix" or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or \
+        os.uname().sysname == "Darwin"
+
+
+def process_video(source: str | Path | int, recognizer: Recognizer, out_video: str | Path | None = None,
+                  out_csv: str | Path | None = None, progress: bool = False, *, detect_every: int = 1,
+                  smoothing: float = SMOOTHING, window: str | None = None) -> VideoResult:
+    """Track the faces of a video file, webcam index, image or folder of frames and read their emotions.
+
+    ``out_video`` (.mp4): the annotated frames; ``out_csv``: the timeline (one row per face per frame). Both are
+    written atomically: an error leaves neither behind. ``detect_every`` N > 1 runs the detector on every Nth frame
+    and reads the emotions at the tracks' last boxes in between. ``window``: a title to show the annotated frames
+    live in (needs a display; press q or Esc to stop). A webcam runs until stopped (q, Esc or Ctrl-C).
+    """
+    if detect_every < 1:
+        raise FerkitError(f"detect_every must be at least 1, got {detect_every}")
+    if out_video is not None and Path(out_video).suffix.lower() != VIDEO_SUFFIX:
+        raise FerkitError(f"{out_video}: the annotated video is written as MPEG-4; give a name ending in .mp4")
+    if window is not None and not has_display():
+        raise FerkitError("no window can be shown: this OpenCV has no GUI (opencv-python-headless) or there is no "
+                          "display; write the annotated video with an output folder instead")
+    tracker = Tracker(recognizer.labels, smoothing)
+    rows: list[dict[str, Any]] = []
+    video: _VideoFile | None = None
+    start = time.perf_counter()
+    n, size = 0, (0, 0)
+    with open_source(source) as src:
+        bar = tqdm(total=src.frame_count, desc=Path(src.name).name, unit="frame", disable=not progress,
+                   leave=False)
+        try:
+            try:
+                for frame in src:
+                    size = frame.image.shape[1], frame.image.shape[0]
+                    carried = tracker.boxes_seen_last() if frame.index % detect_every else None
+                    raw = (recognizer.predict(frame.image) if carried is None
+                           else recognizer.predict_boxes(frame.image, carried))
+                    faces = tracker.update(raw, frame)
+                    rows += timeline_rows(faces, frame)
+                    n += 1
+                    bar.update()
+                    if out_video is None and window is None:
+                        continue
+                    drawn = annotate(frame.image, faces)
+                    if out_video is not None:
+                        if video is None:
+                            video = _VideoFile(Path(out_video), src.fps, size)
+                        video.write(drawn)
+                    if window is not None:
+                        cv2.imshow(window, drawn)
+                        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                            break
+            except KeyboardInterrupt:
+                if not src.live:  # a camera is stopped with Ctrl-C: keep what was recorded
+                    raise
+            if out_csv is not None:
+                atomic_write(out_csv, timeline_csv(rows, recognizer.labels))
+            if video is not None:
+                video.commit()
+        except BaseException:
+            if video is not None:
+                video.discard()
+            raise
+        finally:
+            bar.close()
+            if window is not None:
+                cv2.destroyAllWindows()
+        return VideoResult(src.name, src.kind, recognizer.labels, src.fps, size[0], size[1], n,
+                           time.perf_counter() - start, tracker.summaries(), rows,
+                           str(out_video) if out_video is not None else None,
+                           str(out_csv) if out_csv is not None else None)

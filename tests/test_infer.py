@@ -1,0 +1,364 @@
+"""Inference on real photos and videos with the shipped default model: detection, crops, the Recognizer, tracking
+in video, drawing, and `ferkit predict` with its outputs and its errors.
+
+Photos: NASA's portrait of Eileen Collins (the bundled sample) and a photo of a coffee cup with no face
+(tests/data/coffee.jpg, from scikit-image's data, CC0). The test video is built from them: two copies of the
+astronaut's head moving across the coffee photo.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from ferkit.cli import main
+from ferkit.errors import FerkitError
+from ferkit.infer import SAMPLE_PHOTO, Face, Recognizer, annotate, get_detector, list_detectors, process_video
+from ferkit.infer.crop import crop_face, square_box
+from ferkit.infer.video import TIMELINE_COLUMNS, iou
+from ferkit.train.checkpoint import read_meta
+
+DATA = Path(__file__).parent / "data"
+NO_FACE = DATA / "coffee.jpg"
+HEAD = (slice(30, 210), slice(140, 310))  # rows, cols of the astronaut's head in the sample photo (180 x 170)
+CLIP_FRAMES, CLIP_SIZE, STEP = 12, (640, 480), 4
+
+
+@pytest.fixture(scope="module")
+def rec() -> Recognizer:
+    return Recognizer.load()
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> tuple[Path, list[list[tuple[int, int, int, int]]]]:
+    """A 12-frame 640x480 mp4v video: the astronaut's head moving right at the top left and its mirror image moving
+    left at the bottom right of the coffee photo. Returns the path and, per frame, the two pasted regions."""
+    head = cv2.imread(str(SAMPLE_PHOTO))[HEAD]
+    h, w = head.shape[:2]
+    background = cv2.resize(cv2.imread(str(NO_FACE)), CLIP_SIZE, interpolation=cv2.INTER_CUBIC)
+    path = tmp_path_factory.mktemp("clip") / "two_faces.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, CLIP_SIZE)
+    regions = []
+    for i in range(CLIP_FRAMES):
+        frame = background.copy()
+        a, b = (40 + STEP * i, 100), (420 - STEP * i, 280)  # (x, y) of each pasted head
+        frame[a[1]:a[1] + h, a[0]:a[0] + w] = head
+        frame[b[1]:b[1] + h, b[0]:b[0] + w] = cv2.flip(head, 1)
+        writer.write(frame)
+        regions.append([(*a, w, h), (*b, w, h)])
+    writer.release()
+    return path, regions
+
+
+def run_main(capsys, *args) -> tuple[int, str, str]:
+    code = main(["predict", *map(str, args)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+# ---- photos ----------------------------------------------------------------------------------------------------
+
+
+def test_astronaut_is_one_happy_face(rec):
+    faces = rec.predict(SAMPLE_PHOTO)
+    assert len(faces) == 1
+    face = faces[0]
+    assert face.emotion == "happy" and face.score > 0.5
+    assert list(face.emotions) == read_meta("default")["labels"] == rec.labels
+    assert sum(face.emotions.values()) == pytest.approx(1, abs=1e-4)
+    assert face.track_id is None
+    x, y, w, h = face.box
+    cx, cy = x + w / 2, y + h / 2
+    assert HEAD[1].start < cx < HEAD[1].stop and HEAD[0].start < cy < HEAD[0].stop
+    same = rec.predict(cv2.imread(str(SAMPLE_PHOTO)))  # an array gives what its path gives
+    assert same[0].box == face.box and same[0].emotions == pytest.approx(face.emotions)
+
+
+def test_flip_tta_is_used_and_agrees(rec):
+    flip = Recognizer.load(tta="flip").predict(SAMPLE_PHOTO)
+    plain = rec.predict(SAMPLE_PHOTO)
+    assert flip[0].emotion == "happy"
+    assert flip[0].box == plain[0].box
+    assert flip[0].emotions != pytest.approx(plain[0].emotions, abs=1e-6)
+
+
+def test_photo_without_face(rec, capsys):
+    assert rec.predict(NO_FACE) == []
+    code, out, err = run_main(capsys, NO_FACE)
+    assert code == 0 and err == ""
+    assert "coffee.jpg (300x200): no face found" in out
+
+
+def test_predict_faces_on_crops(rec, tmp_path, capsys):
+    """Already-cropped faces skip detection; a crop file through --no-detect gives one face covering it."""
+    image = cv2.imread(str(SAMPLE_PHOTO))
+    x, y, w, h = rec.predict(image)[0].box
+    crop = image[y:y + h, x:x + w]
+    faces = rec.predict_faces([crop, cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)])
+    assert [f.emotion for f in faces] == ["happy", "happy"]
+    assert faces[0].box == (0, 0, w, h)
+    assert faces[0].emotions == pytest.approx(faces[1].emotions, abs=0.02)  # colour and gray read the same
+    cv2.imwrite(str(tmp_path / "face.png"), crop)
+    code, out, _ = run_main(capsys, tmp_path / "face.png", "--no-detect", "--json")
+    result = json.loads(out)["results"][0]
+    assert code == 0 and len(result["faces"]) == 1
+    assert result["faces"][0]["box"] == [0, 0, w, h] and result["faces"][0]["emotion"] == "happy"
+
+
+def test_crop_is_square_and_pads_at_borders():
+    gray = cv2.imread(str(SAMPLE_PHOTO), cv2.IMREAD_GRAYSCALE)
+    assert square_box((10, 20, 40, 60)) == (0, 20, 60)  # centred on the box, longest side
+    inside = crop_face(gray, (100, 100, 96, 96), 48)
+    assert inside.shape == (48, 48)
+    np.testing.assert_array_equal(inside, cv2.resize(gray[100:196, 100:196], (48, 48), interpolation=cv2.INTER_AREA))
+    corner = crop_face(gray, (0, 0, 100, 60), 48)  # the square starts 20 px above the image
+    assert corner.shape == (48, 48)
+    # The rows above the image repeat its first row, so the first output rows are equal to each other.
+    np.testing.assert_array_equal(corner[0], corner[8])
+    assert not np.array_equal(corner[0], corner[30])
+
+
+def test_detector_registry():
+    assert list_detectors()[0] == "haar" and "mtcnn" in list_detectors()
+    with pytest.raises(FerkitError, match="unknown face detector 'nope'; choose one of: haar, mtcnn"):
+        get_detector("nope")
+    big = cv2.resize(cv2.imread(str(SAMPLE_PHOTO)), (1536, 1536), interpolation=cv2.INTER_CUBIC)
+    small_box = get_detector("haar")(cv2.imread(str(SAMPLE_PHOTO)))[0].box
+    big_box = max(get_detector("haar")(big), key=lambda d: d.box[2]).box  # found at 640 px, mapped to 1536 px
+    assert big_box == pytest.approx([3 * v for v in small_box], abs=12)
+    assert get_detector("haar", min_face=200)(cv2.imread(str(SAMPLE_PHOTO))) == []  # the face is 96 px
+
+
+def test_mtcnn_missing_package_names_the_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "facenet_pytorch", None)  # as if it were not installed
+    with pytest.raises(FerkitError, match=r"pip install --no-deps facenet-pytorch"):
+        get_detector("mtcnn")
+
+
+def test_mtcnn_finds_the_astronaut():
+    faces = Recognizer.load(detector="mtcnn").predict(SAMPLE_PHOTO)
+    assert len(faces) == 1 and faces[0].emotion == "happy"
+    assert Recognizer.load(detector="mtcnn").predict(NO_FACE) == []
+
+
+def test_onnxruntime_backend_matches_torch(rec):
+    onnx = Recognizer.load(backend="onnxruntime")
+    assert onnx.classifier.model.endswith(".onnx")
+    a, b = onnx.predict(SAMPLE_PHOTO)[0], rec.predict(SAMPLE_PHOTO)[0]
+    assert a.box == b.box and a.emotions == pytest.approx(b.emotions, abs=1e-4)
+    with pytest.raises(FerkitError, match="runs on the onnxruntime backend"):
+        Recognizer.load(onnx.classifier.model, backend="torch")
+
+
+def test_face_to_dict_json_round_trip(rec):
+    face = rec.predict(SAMPLE_PHOTO)[0]
+    d = face.to_dict()
+    assert set(d) == {"box", "emotions", "emotion", "score"}
+    assert d["emotion"] == "happy" and d["score"] == max(d["emotions"].values())
+    back = Face.from_dict(json.loads(json.dumps(d)))
+    assert back.to_dict() == d and back.box == face.box
+    tracked = Face(face.box, face.emotions, track_id=3)
+    assert Face.from_dict(json.loads(json.dumps(tracked.to_dict()))).track_id == 3
+
+
+def test_annotate_draws_on_a_copy(rec):
+    image = cv2.imread(str(SAMPLE_PHOTO))
+    before = image.copy()
+    faces = rec.predict(image)
+    drawn = annotate(image, faces)
+    np.testing.assert_array_equal(image, before)
+    assert drawn.shape == image.shape and drawn.dtype == np.uint8
+    x, y, w, h = faces[0].box
+    changed = np.any(drawn != image, axis=2)
+    assert changed[y, x:x + w].mean() > 0.9  # the box's top edge
+    assert changed[y:y + h, x + w + 6:].any()  # the probability bars to its right
+    assert np.array_equal(annotate(image, []), image)
+    tiny = cv2.resize(image, (128, 128))
+    assert annotate(tiny, rec.predict_faces([tiny])).shape == (128, 128, 3)
+
+
+# ---- video -----------------------------------------------------------------------------------------------------
+
+
+def track_per_region(timeline, regions) -> list[set[int]]:
+    """For each pasted head, the track IDs of the faces whose box centre lies inside it, over all frames."""
+    ids: list[set[int]] = [set(), set()]
+    for frame, frame_regions in enumerate(regions):
+        rows = [r for r in timeline if r["frame"] == frame]
+        for k, (rx, ry, rw, rh) in enumerate(frame_regions):
+            inside = [r["track_id"] for r in rows if rx < r["x"] + r["w"] / 2 < rx + rw
+                      and ry < r["y"] + r["h"] / 2 < ry + rh]
+            assert len(inside) == 1, f"frame {frame}: head {k} found {len(inside)} times"
+            ids[k].add(inside[0])
+    return ids
+
+
+def test_video_tracks_timeline_and_annotated_video(rec, clip, tmp_path):
+    path, regions = clip
+    out_video, out_csv = tmp_path / "annotated.mp4", tmp_path / "timeline.csv"
+    result = process_video(path, rec, out_video=out_video, out_csv=out_csv)
+    assert (result.frames, result.width, result.height, result.fps) == (CLIP_FRAMES, *CLIP_SIZE, 10.0)
+    ids = track_per_region(result.timeline, regions)
+    assert all(len(s) == 1 for s in ids) and ids[0] != ids[1]  # one stable ID per head, different heads
+    tracks = {t.track_id: t for t in result.tracks}
+    for (tid,) in ids:
+        t = tracks[tid]
+        assert (t.frames, t.first_frame, t.last_frame, t.start_s, t.end_s) == (CLIP_FRAMES, 0, 11, 0.0, 1.1)
+        assert t.emotion == "happy"
+    left = [r["x"] for r in result.timeline if r["track_id"] == min(ids[0])]
+    assert left == sorted(left) and left[-1] - left[0] > STEP * (CLIP_FRAMES - 1) / 2  # it moves right
+
+    with out_csv.open() as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == [*TIMELINE_COLUMNS, *rec.labels]
+    assert len(rows) == len(result.timeline) >= 2 * CLIP_FRAMES
+    assert [int(r["frame"]) for r in rows] == sorted(int(r["frame"]) for r in rows)
+    assert all(float(r["time_s"]) == pytest.approx(int(r["frame"]) / 10) for r in rows)
+    assert all(sum(float(r[k]) for k in rec.labels) == pytest.approx(1, abs=1e-3) for r in rows)
+
+    cap = cv2.VideoCapture(str(out_video))
+    frames = []
+    while (ok_frame := cap.read())[0]:
+        frames.append(ok_frame[1])
+    cap.release()
+    assert len(frames) == CLIP_FRAMES and frames[0].shape == (CLIP_SIZE[1], CLIP_SIZE[0], 3)
+    source = cv2.VideoCapture(str(path)).read()[1]
+    x, y, w, h = (int(result.timeline[0][k]) for k in "xywh")
+    assert np.abs(frames[0][y, x:x + w].astype(int) - source[y, x:x + w]).mean() > 40  # the drawn box
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated.mp4", "timeline.csv"]  # no temporary left
+    d = json.loads(json.dumps(result.to_dict()))
+    assert d["frames"] == CLIP_FRAMES and len(d["tracks"]) == len(result.tracks)
+    assert d["timeline_rows"] == len(rows) and "timeline" not in d
+
+
+def test_video_detect_every_carries_tracks(rec, clip):
+    path, regions = clip
+    result = process_video(path, rec, detect_every=4)
+    ids = track_per_region(result.timeline, regions)
+    assert all(len(s) == 1 for s in ids) and ids[0] != ids[1]
+    # Between detections the boxes stay where the last detection put them.
+    rows = sorted((r for r in result.timeline if r["track_id"] == min(ids[0])), key=lambda r: r["frame"])
+    assert rows[1]["x"] == rows[0]["x"] and rows[4]["x"] > rows[0]["x"]
+
+
+def test_predict_cli_writes_outputs(clip, tmp_path, capsys):
+    path, _ = clip
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a_astronaut.jpg").write_bytes(SAMPLE_PHOTO.read_bytes())
+    (folder / "b_coffee.jpg").write_bytes(NO_FACE.read_bytes())
+    (folder / "notes.txt").write_text("not a photo, left out of the folder's images")
+    out = tmp_path / "out"
+    code, stdout, err = run_main(capsys, folder, path, "--out", out)
+    assert code == 0 and err == ""
+    assert "a_astronaut.jpg (512x512): 1 face" in stdout and "b_coffee.jpg (300x200): no face found" in stdout
+    assert "two_faces.mp4: 12 frames" in stdout
+    assert sorted(p.name for p in out.iterdir()) == ["a_astronaut.jpg", "b_coffee.jpg", "results.json",
+                                                    "two_faces.mp4", "two_faces_timeline.csv"]
+    results = json.loads((out / "results.json").read_text())
+    assert [r["kind"] for r in results["results"]] == ["image", "image", "video"]
+    assert results["results"][0]["annotated"] == str(out / "a_astronaut.jpg")
+    assert results["results"][2]["out_csv"] == str(out / "two_faces_timeline.csv")
+    annotated = cv2.imread(str(out / "a_astronaut.jpg"))
+    assert annotated.shape == (512, 512, 3)
+    assert cv2.VideoCapture(str(out / "two_faces.mp4")).read()[0]
+
+
+def test_predict_json_schema(capsys):
+    code, out, _ = run_main(capsys, "sample", NO_FACE, "--json")
+    assert code == 0
+    d = json.loads(out)
+    assert {"model", "backend", "tta", "labels", "detector", "results"} <= set(d)
+    assert d["backend"] == "torch" and d["tta"] == "none" and d["detector"]["name"] == "haar"
+    photo, empty = d["results"]
+    assert photo["source"] == str(SAMPLE_PHOTO) and photo["kind"] == "image"
+    assert (photo["width"], photo["height"], photo["annotated"]) == (512, 512, None)
+    (face,) = photo["faces"]
+    assert set(face) == {"box", "emotions", "emotion", "score"}
+    assert list(face["emotions"]) == d["labels"] and face["emotion"] == "happy"
+    assert len(face["box"]) == 4 and all(isinstance(v, int) for v in face["box"])
+    assert empty["faces"] == []
+
+
+def test_predict_csv_rows(capsys):
+    code, out, _ = run_main(capsys, "sample", NO_FACE, "--csv")
+    rows = list(csv.DictReader(out.splitlines()))
+    assert code == 0 and len(rows) == 1
+    assert rows[0]["source"] == str(SAMPLE_PHOTO) and rows[0]["emotion"] == "happy"
+    assert rows[0]["track_id"] == "" and float(rows[0]["happy"]) == float(rows[0]["score"])
+
+
+# ---- bad input -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("bad")
+    (d / "truncated.jpg").write_bytes(SAMPLE_PHOTO.read_bytes()[:20000])
+    (d / "text.jpg").write_text("this is text, not a JPEG")
+    (d / "notes.txt").write_text("hello")
+    (d / "empty").mkdir()
+    (d / "garbage.mp4").write_bytes(b"not a video " * 50)
+    (d / "zero.avi").write_bytes(b"")
+    writer = cv2.VideoWriter(str(d / "no_frames.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 64))
+    writer.release()  # a real MP4 container holding no frame
+    return d
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.jpg"], "missing.jpg: no such file or folder"),
+    (["truncated.jpg"], "truncated.jpg: not a readable image"),
+    (["text.jpg"], "text.jpg: not a readable image"),
+    (["notes.txt"], "notes.txt: not an image or video file name"),
+    (["empty"], "empty: no images in this folder"),
+    (["garbage.mp4"], "garbage.mp4: cannot be decoded as a video"),
+    (["zero.avi"], "zero.avi: cannot be decoded as a video"),
+    (["no_frames.mp4"], "no_frames.mp4: cannot be decoded as a video"),
+    (["--webcam", "9"], "camera 9 cannot be opened"),
+    (["sample", "--model", "no_such_model"], "no_such_model: no such checkpoint"),
+    (["sample", "--detector", "dlib"], "unknown face detector 'dlib'; choose one of: haar, mtcnn"),
+    (["sample", "--backend", "tensorrt"], "unknown backend 'tensorrt'; choose one of: torch"),
+    (["sample", "--tta", "fivecrop"], "unknown TTA 'fivecrop'"),
+    (["sample", "truncated.jpg"], "truncated.jpg: not a readable image"),  # fails after a good photo
+    (["sample", "no_frames.mp4"], "no_frames.mp4: cannot be decoded as a video"),
+    (["garbage.mp4", "--no-detect"], "without face detection each input must be a face photo"),
+    ([], "give an image, folder or video"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(bad, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(bad)
+    before = sorted(p.name for p in bad.iterdir())
+    code, out, err = run_main(capsys, *args, "--out", "results/run")
+    assert code == 2
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert "Traceback" not in err + out
+    assert sorted(p.name for p in bad.iterdir()) == before  # no output folder, no stray file
+
+
+def test_out_folder_never_overwrites_an_input(tmp_path, capsys):
+    (tmp_path / "astronaut.jpg").write_bytes(SAMPLE_PHOTO.read_bytes())
+    code, _, err = run_main(capsys, tmp_path, "--out", tmp_path)
+    assert code == 2 and "astronaut.jpg is an input and would be overwritten" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["astronaut.jpg"]
+    assert (tmp_path / "astronaut.jpg").read_bytes() == SAMPLE_PHOTO.read_bytes()
+
+
+def test_corrupt_video_error_is_alone_on_stderr(bad):
+    """In a fresh process (where FFmpeg's own logging is set up) nothing but ferkit's line reaches stderr."""
+    run = subprocess.run([sys.executable, "-m", "ferkit", "predict", "garbage.mp4"], cwd=bad, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 2
+    assert run.stderr == "error: garbage.mp4: cannot be decoded as a video (corrupt, empty or an unsupported " \
+                         "format)\n"
+
+
+def test_iou():
+    a = np.array([[0, 0, 10, 10], [100, 100, 10, 10]], float)
+    b = np.array([[5, 0, 10, 10]], float)
+    np.testing.assert_allclose(iou(a, b), [[50 / 150], [0]])
