@@ -31,6 +31,7 @@ from ferkit.infer.source import Frame, open_source
 IOU_MATCH = 0.3  # least overlap for a face to continue a track
 MAX_MISSED = 15  # frames a track survives without a face (a blink of the detector does not end it)
 SMOOTHING = 0.5  # weight of the newest frame in each track's moving average of probabilities
+DETECT_EVERY = 3  # frames per detector run; in between, emotions are read at the tracks' last boxes
 VIDEO_SUFFIX, FOURCC = ".mp4", "mp4v"
 TIMELINE_COLUMNS = ("frame", "time_s", "track_id", "x", "y", "w", "h")  # then one column per emotion
 
@@ -215,7 +216,7 @@ def has_display() -> bool:
 
 
 def process_video(source: str | Path | int, recognizer: Recognizer, out_video: str | Path | None = None,
-                  out_csv: str | Path | None = None, progress: bool = False, *, detect_every: int = 1,
+                  out_csv: str | Path | None = None, progress: bool = False, *, detect_every: int = DETECT_EVERY,
                   smoothing: float = SMOOTHING, window: str | None = None) -> VideoResult:
     """Track the faces of a video file, webcam index, image or folder of frames and read their emotions.
 
