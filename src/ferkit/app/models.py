@@ -1,0 +1,78 @@
+"""The models the app offers (the shipped one, the one it was started with, those found in a folder) and the
+Recognizers it keeps loaded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from ferkit.app.launch import MODEL_SUFFIXES
+from ferkit.errors import FerkitError
+from ferkit.infer import Recognizer
+from ferkit.train.checkpoint import DEFAULT_MODEL, read_meta
+
+MAX_FOUND_MODELS = 200  # a models folder pointed at a home directory must not scan for minutes
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One entry of the model selector: what the user reads and what ``Recognizer.load`` gets."""
+
+    label: str
+    source: str
+
+
+DEFAULT_CHOICE = ModelChoice("default (shipped with ferkit)", DEFAULT_MODEL)
+
+
+def is_model_file(path: Path) -> bool:
+    """A .onnx file, or a .safetensors file that is a ferkit checkpoint (not a resume state or foreign weights)."""
+    if path.suffix.lower() == ".onnx":
+        return True
+    try:
+        read_meta(path)
+    except FerkitError:
+        return False
+    return True
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def find_models(folder: str) -> list[ModelChoice]:
+    """Checkpoints and ONNX files under ``folder`` (recursively), labelled by their path inside it."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise FerkitError(f"{folder}: no such folder")
+    found: list[ModelChoice] = []
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() in MODEL_SUFFIXES and path.is_file() and is_model_file(path):
+            found.append(ModelChoice(path.relative_to(root).as_posix(), str(path.resolve())))
+            if len(found) == MAX_FOUND_MODELS:
+                break
+    return found
+
+
+def model_choices(start_model: str | None, folder: str | None) -> tuple[list[ModelChoice], str | None]:
+    """Every model to offer, the start model first, and a message when the folder cannot be searched."""
+    choices = [DEFAULT_CHOICE]
+    if start_model is not None and start_model != DEFAULT_MODEL:
+        choices.insert(0, ModelChoice(Path(start_model).name, start_model))
+    problem = None
+    if folder:
+        try:
+            found = find_models(folder)
+        except FerkitError as e:
+            found, problem = [], str(e)
+        else:
+            if not found:
+                problem = f"no .safetensors checkpoints or .onnx models in {folder}"
+        known = {c.source for c in choices}
+        choices += [c for c in found if c.source not in known]
+    return choices, problem
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the model...")
+def load_recognizer(source: str, detector: str, tta: str):
+    """One Recognizer per (model, detector, TTA), kept for every session of this server."""
+    return Recognizer.load(source, detector=detector, tta=tta)
