@@ -1,0 +1,95 @@
+"""What a report compares: run directories and checkpoints, with the training history beside each."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ferkit.errors import FerkitError
+from ferkit.train.checkpoint import BEST, DEFAULT_MODEL, LAST, default_model_path
+from ferkit.train.trainer import CONFIG_FILE
+
+METRICS_FILE = "metrics.csv"
+METRICS_SUFFIX = "_metrics.csv"  # <checkpoint stem>_metrics.csv beside a checkpoint file holds its training curves
+
+
+@dataclass
+class RunSource:
+    """One thing to compare: its display name, its checkpoint and (when known) its per-epoch training metrics."""
+
+    name: str
+    checkpoint: Path
+    metrics_file: Path | None
+    history: list[dict[str, float]] = field(default_factory=list)  # metrics.csv rows, one per epoch
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "checkpoint": str(self.checkpoint),
+                "metrics_file": str(self.metrics_file) if self.metrics_file else None}
+
+
+def resolve_run(spec: str | Path) -> RunSource:
+    """``default`` (the shipped model), a run directory (``config.yaml`` and ``best.safetensors``) or a checkpoint.
+
+    A checkpoint file's history is ``<stem>_metrics.csv`` beside it, or its run directory's ``metrics.csv`` when the
+    file is a run's ``best`` / ``last`` checkpoint.
+    """
+    if str(spec) == DEFAULT_MODEL:
+        ckpt = default_model_path()
+        return _with_history(RunSource(DEFAULT_MODEL, ckpt, ckpt.with_name(f"{ckpt.stem}{METRICS_SUFFIX}")))
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        ckpt = path / f"{BEST}.safetensors"
+        if not ckpt.is_file():
+            has = "no best checkpoint yet" if (path / CONFIG_FILE).is_file() else "no best.safetensors"
+            raise FerkitError(f"{path}: not a run directory ({has}); give a folder written by ferkit train, "
+                              "a .safetensors checkpoint or 'default'")
+        return _with_history(RunSource(path.resolve().name, ckpt, path / METRICS_FILE))
+    if path.suffix == ".json":
+        path = path.with_suffix(".safetensors")
+    if not path.is_file():
+        raise FerkitError(f"{spec}: no such run or checkpoint; give a run directory, a .safetensors checkpoint "
+                          "or 'default'")
+    if path.suffix != ".safetensors":
+        raise FerkitError(f"{path}: not a checkpoint (expected a .safetensors file or a run directory)")
+    beside = path.with_name(f"{path.stem}{METRICS_SUFFIX}")
+    in_run = path.stem in (BEST, LAST) and (path.parent / CONFIG_FILE).is_file()
+    if in_run and not beside.is_file():
+        beside = path.parent / METRICS_FILE
+    name = path.resolve().parent.name if in_run else path.stem
+    if in_run and path.stem == LAST:
+        name = f"{name} ({LAST})"
+    return _with_history(RunSource(name, path, beside))
+
+
+def _with_history(run: RunSource) -> RunSource:
+    if run.metrics_file is None or not run.metrics_file.is_file():
+        run.metrics_file = None
+        return run
+    try:
+        with run.metrics_file.open(newline="") as f:
+            run.history = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+    except (OSError, ValueError) as e:
+        raise FerkitError(f"{run.metrics_file}: not a readable metrics table ({e}); remove it or train again") from None
+    return run
+
+
+def resolve_runs(specs: list[str | Path]) -> list[RunSource]:
+    """Every run resolved before any work starts; repeated names get their path added to tell them apart."""
+    if not specs:
+        raise FerkitError("give at least one run directory, checkpoint or 'default' to report on")
+    runs = [resolve_run(s) for s in specs]
+    names = [r.name for r in runs]
+    for run, spec in zip(runs, specs):
+        if names.count(run.name) > 1:
+            run.name = str(spec)
+    return runs
+
+
+def best_row(run: RunSource, meta: dict[str, Any]) -> dict[str, float]:
+    """The metrics of the epoch the checkpoint was saved at: its history row, else the checkpoint's own copy."""
+    saved = meta.get("metrics") or {}
+    epoch = saved.get("epoch")
+    row = next((r for r in run.history if epoch is not None and r.get("epoch") == float(epoch)), None)
+    return {**saved, **(row or {})}
