@@ -248,6 +248,18 @@ def test_video_detect_every_carries_tracks(rec, clip):
     assert rows[1]["x"] == rows[0]["x"] and rows[4]["x"] > rows[0]["x"]
 
 
+def test_predict_cli_detect_every(clip, tmp_path, capsys):
+    path, _ = clip
+    code, out, _ = run_main(capsys, path, "--detect-every", "1", "--json")
+    every_frame = json.loads(out)["results"][0]
+    code3, out3, _ = run_main(capsys, path, "--json")
+    assert code == code3 == 0
+    assert every_frame["frames"] == json.loads(out3)["results"][0]["frames"]
+    code, _, err = run_main(capsys, path, "--detect-every", "0", "--out", tmp_path / "o")
+    assert code == 2 and err.count("\n") == 1 and "detect_every must be at least 1" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_predict_cli_writes_outputs(clip, tmp_path, capsys):
     path, _ = clip
     folder = tmp_path / "photos"

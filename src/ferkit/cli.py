@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true", help="print the results as one JSON object")
     fmt.add_argument("--csv", action="store_true", help="print one CSV row per face (per face and frame in videos)")
     p.add_argument("--no-detect", action="store_true", help="each photo is already a cropped face: no detection")
+    p.add_argument("--detect-every", type=int, default=3, metavar="N",
+                   help="videos and webcam: run the face detector on every Nth frame, tracks carry the faces in "
+                        "between (default: 3; 1 = every frame)")
     p.add_argument("--webcam", type=int, metavar="N", help="camera N, live: a window with the overlay where "
                    "OpenCV has a GUI; with --out the annotated video is recorded (stop with q or Ctrl-C)")
     p.set_defaults(func=cmd_predict)
@@ -363,9 +366,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             open_source(args.webcam).close()  # a missing camera is the first thing to say
             raise FerkitError("no window can be shown: this OpenCV has no GUI (opencv-python-headless) or there is "
                               "no display; add --out DIR to record the annotated webcam video instead")
-        run = predict_camera(args.webcam, rec, args.out, window=window)
+        run = predict_camera(args.webcam, rec, args.out, window=window, detect_every=args.detect_every)
     else:
-        run = predict_inputs(args.inputs, rec, args.out, detect=not args.no_detect,
+        run = predict_inputs(args.inputs, rec, args.out, detect=not args.no_detect, detect_every=args.detect_every,
                              progress=not (args.json or args.csv) and sys.stderr.isatty())
     if args.json:
         print(json.dumps(run.to_dict(), indent=2))

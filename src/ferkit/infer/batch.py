@@ -26,7 +26,7 @@ from ferkit.fileio import atomic_write
 from ferkit.infer.draw import annotate
 from ferkit.infer.recognizer import Face, Recognizer
 from ferkit.infer.source import expand_inputs, input_kind, read_image
-from ferkit.infer.video import VideoResult, process_video
+from ferkit.infer.video import DETECT_EVERY, VideoResult, process_video
 
 RESULTS_FILE = "results.json"
 JPEG_QUALITY = 90
@@ -85,11 +85,12 @@ def output_names(paths: list[Path], kinds: list[str]) -> list[tuple[str, ...]]:
 
 
 def predict_inputs(inputs: Sequence[str | Path], recognizer: Recognizer, out: str | Path | None = None, *,
-                   detect: bool = True, progress: bool = False) -> PredictRun:
+                   detect: bool = True, detect_every: int = DETECT_EVERY, progress: bool = False) -> PredictRun:
     """Run ``recognizer`` on photos, folders of photos and videos (``sample`` = the bundled photo).
 
-    ``detect`` False treats each photo as one already-cropped face (no videos then). ``out``: a folder for the
-    annotated photos and videos, video timelines and results.json. Every input is checked before work starts.
+    ``detect`` False treats each photo as one already-cropped face (no videos then). ``detect_every``: video frames
+    per detector run. ``out``: a folder for the annotated photos and videos, video timelines and results.json.
+    Every input is checked before work starts.
     """
     paths = expand_inputs(inputs)
     kinds = [input_kind(p) for p in paths]
@@ -110,7 +111,7 @@ def predict_inputs(inputs: Sequence[str | Path], recognizer: Recognizer, out: st
         out_dir.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(dir=out_dir, prefix=".ferkit-predict-"))
     try:
-        results = _run(paths, kinds, names, recognizer, stage, detect, progress)
+        results = _run(paths, kinds, names, recognizer, stage, detect, detect_every, progress)
         run = PredictRun(recognizer.describe(), results, str(out_dir) if out_dir is not None else None)
         if stage is not None:
             run = _publish(run, stage, out_dir)
@@ -125,14 +126,14 @@ def predict_inputs(inputs: Sequence[str | Path], recognizer: Recognizer, out: st
 
 
 def _run(paths: list[Path], kinds: list[str], names: list[tuple[str, ...]], recognizer: Recognizer,
-         stage: Path | None, detect: bool, progress: bool) -> list[PhotoResult | VideoResult]:
+         stage: Path | None, detect: bool, detect_every: int, progress: bool) -> list[PhotoResult | VideoResult]:
     results: list[PhotoResult | VideoResult] = []
     photos = kinds.count("image")
     bar = tqdm(total=photos, desc="photos", unit="photo", disable=not progress or photos < 2, leave=False)
     for path, kind, files in zip(paths, kinds, names):
         files = [stage / n for n in files] if stage is not None else [None] * len(files)
         if kind == "video":
-            results.append(process_video(path, recognizer, *files, progress=progress))
+            results.append(process_video(path, recognizer, *files, progress=progress, detect_every=detect_every))
             continue
         start = time.perf_counter()
         image = read_image(path)
@@ -168,7 +169,7 @@ CAMERA_NAME = "webcam"  # file names of a camera recording: webcam.mp4, webcam_t
 
 
 def predict_camera(camera: int, recognizer: Recognizer, out: str | Path | None = None, *,
-                   window: str | None = None) -> PredictRun:
+                   window: str | None = None, detect_every: int = DETECT_EVERY) -> PredictRun:
     """Faces tracked live from webcam ``camera`` until it is stopped (q or Esc in the window, or Ctrl-C).
 
     ``window``: a title to show the annotated frames in; ``out``: a folder for the annotated video, its timeline
@@ -178,7 +179,7 @@ def predict_camera(camera: int, recognizer: Recognizer, out: str | Path | None =
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise FerkitError(f"{out_dir}: exists and is not a folder; give a folder for the output files")
     files = (out_dir / f"{CAMERA_NAME}.mp4", out_dir / f"{CAMERA_NAME}_timeline.csv") if out_dir else (None, None)
-    result = process_video(camera, recognizer, *files, window=window)
+    result = process_video(camera, recognizer, *files, window=window, detect_every=detect_every)
     run = PredictRun(recognizer.describe(), [result], str(out_dir) if out_dir is not None else None)
     if out_dir is not None:
         atomic_write(out_dir / RESULTS_FILE, json.dumps(run.to_dict(), indent=2) + "\n")
