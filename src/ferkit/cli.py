@@ -247,7 +247,7 @@ def parse_overrides(extra: list[str]) -> list[str]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ferkit.config import load_config
-    from ferkit.train.trainer import Trainer, resume, train
+    from ferkit.train.trainer import resume, train
 
     logging.getLogger("ferkit").setLevel(logging.INFO)
     printer = epoch_printer()

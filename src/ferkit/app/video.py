@@ -7,13 +7,11 @@ import hashlib
 import json
 import logging
 import tempfile
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import altair as alt
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -23,7 +21,7 @@ from ferkit.app.sidebar import Selection
 from ferkit.app.uploads import MAX_VIDEO_MB, VIDEO_TYPES, UploadError, VideoInfo, save_video
 from ferkit.app.views import emotion_color, label_style
 from ferkit.errors import FerkitError
-from ferkit.infer import Face, Recognizer, process_video
+from ferkit.infer import process_video
 
 log = logging.getLogger(__name__)
 
@@ -41,28 +39,6 @@ class VideoView:
     summary: dict[str, Any]  # VideoResult.to_dict()
 
 
-class FrameCounter:
-    """The Recognizer as ``process_video`` uses it, telling ``on_frame`` about every frame it reads."""
-
-    def __init__(self, recognizer: Recognizer, on_frame: Callable[[int], None]):
-        self.recognizer, self.on_frame, self.frames = recognizer, on_frame, 0
-
-    @property
-    def labels(self) -> list[str]:
-        return self.recognizer.labels
-
-    def predict(self, image: np.ndarray) -> list[Face]:
-        return self._counted(self.recognizer.predict(image))
-
-    def predict_boxes(self, image: np.ndarray, boxes: Sequence[Sequence[int]]) -> list[Face]:
-        return self._counted(self.recognizer.predict_boxes(image, boxes))
-
-    def _counted(self, faces: list[Face]) -> list[Face]:
-        self.frames += 1
-        self.on_frame(self.frames)
-        return faces
-
-
 def analyse_video(info: VideoInfo, folder: Path, sel: Selection, bar) -> VideoView:
     """Track and read every frame (``bar`` shows how far), then re-encode the annotated video for browsers."""
     recognizer = load_recognizer(sel.model.source, sel.detector, sel.tta)
@@ -74,7 +50,7 @@ def analyse_video(info: VideoInfo, folder: Path, sel: Selection, bar) -> VideoVi
         else:
             bar.progress(0.0, text=f"Analysing frame {done:,}")
 
-    result = process_video(info.path, FrameCounter(recognizer, on_frame), out_video=raw, out_csv=csv)
+    result = process_video(info.path, recognizer, out_video=raw, out_csv=csv, on_frame=on_frame)
     bar.progress(1.0, text="Preparing the video for the browser")
     video = to_browser_video(raw, folder / "annotated.mp4")
     raw.unlink(missing_ok=True)

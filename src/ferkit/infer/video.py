@@ -13,6 +13,7 @@ import io
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -217,13 +218,15 @@ def has_display() -> bool:
 
 def process_video(source: str | Path | int, recognizer: Recognizer, out_video: str | Path | None = None,
                   out_csv: str | Path | None = None, progress: bool = False, *, detect_every: int = DETECT_EVERY,
-                  smoothing: float = SMOOTHING, window: str | None = None) -> VideoResult:
+                  smoothing: float = SMOOTHING, window: str | None = None,
+                  on_frame: Callable[[int], None] | None = None) -> VideoResult:
     """Track the faces of a video file, webcam index, image or folder of frames and read their emotions.
 
     ``out_video`` (.mp4): the annotated frames; ``out_csv``: the timeline (one row per face per frame). Both are
     written atomically: an error leaves neither behind. ``detect_every`` N > 1 runs the detector on every Nth frame
     and reads the emotions at the tracks' last boxes in between. ``window``: a title to show the annotated frames
     live in (needs a display; press q or Esc to stop). A webcam runs until stopped (q, Esc or Ctrl-C).
+    ``on_frame`` is called with the number of frames done after each one (for progress displays of other kinds).
     """
     if detect_every < 1:
         raise FerkitError(f"detect_every must be at least 1, got {detect_every}")
@@ -251,6 +254,8 @@ def process_video(source: str | Path | int, recognizer: Recognizer, out_video: s
                     rows += timeline_rows(faces, frame)
                     n += 1
                     bar.update()
+                    if on_frame is not None:
+                        on_frame(n)
                     if out_video is None and window is None:
                         continue
                     drawn = annotate(frame.image, faces)
