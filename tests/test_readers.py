@@ -6,11 +6,9 @@ import shutil
 
 import cv2
 import numpy as np
-import pytest
-
 from conftest import csv_from_faces, decode, real_faces, zip_folder
 from ferkit.data import load_dataset, scan_dataset
-from ferkit.labels import FER2013, FERPLUS
+from ferkit.labels import FER2013
 
 FER_TRAIN = {"angry": 3995, "disgust": 436, "fear": 4097, "happy": 7215, "neutral": 4965, "sad": 4830,
              "surprise": 3171}

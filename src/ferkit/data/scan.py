@@ -63,6 +63,14 @@ class Scan:
         return len(self.path)
 
 
+def resize_face(img: np.ndarray, size: int) -> np.ndarray:
+    """A gray (H, W) image -> (size, size): area averaging when shrinking, bilinear when enlarging."""
+    if img.shape == (size, size):
+        return img
+    interp = cv2.INTER_AREA if min(img.shape) > size else cv2.INTER_LINEAR
+    return cv2.resize(img, (size, size), interpolation=interp)
+
+
 def scan_dataset(
     path: str | Path, size: int = INPUT_SIZE, cache_dir: str | Path | None = None, progress: bool = False
 ) -> Scan:
@@ -118,11 +126,7 @@ def _decode_all(source: Source, fingerprint: str, size: int, progress: bool) -> 
             continue
         native[i] = d.image.shape
         channels[i] = d.channels
-        img = d.image
-        if img.shape != (size, size):
-            interp = cv2.INTER_AREA if min(img.shape) > size else cv2.INTER_LINEAR
-            img = cv2.resize(img, (size, size), interpolation=interp)
-        image[i] = img
+        image[i] = resize_face(d.image, size)
     return Scan(
         format=source.format,
         location=source.location,

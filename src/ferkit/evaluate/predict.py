@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
+from ferkit.data.scan import resize_face
 from ferkit.errors import FerkitError
 from ferkit.evaluate.labels import ensemble_orders
 
@@ -64,8 +64,7 @@ def resize_faces(images: np.ndarray, size: int) -> np.ndarray:
     """uint8 faces (N, S, S) -> (N, size, size), resized as `scan_dataset` resizes what it decodes."""
     if images.shape[1:] == (size, size):
         return images
-    interp = cv2.INTER_AREA if images.shape[1] > size else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(img, (size, size), interpolation=interp) for img in images])
+    return np.stack([resize_face(img, size) for img in images])
 
 
 def tta_views(x: torch.Tensor, size: int, tta: str) -> list[torch.Tensor]:

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from ferkit.data.formats import to_gray
-from ferkit.evaluate.predict import resize_faces
+from ferkit.data.scan import resize_face
 
 # Extra context around a detection, as a fraction of the box side added on each side. 0: a Haar box frames a face
 # as FER-2013 does (on PublicTest faces the cascade's box side is a median 0.98 of the image side, centred), and
@@ -34,7 +34,7 @@ def crop_face(gray: np.ndarray, box: Sequence[int], size: int, margin: float = F
     crop = gray[y0:y1, x0:x1]
     if (x1 - x0, y1 - y0) != (side, side):
         crop = cv2.copyMakeBorder(crop, y0 - top, top + side - y1, x0 - left, left + side - x1, cv2.BORDER_REPLICATE)
-    return resize_faces(crop[None], size)[0]
+    return resize_face(crop, size)
 
 
 def crop_faces(image: np.ndarray, boxes: Sequence[Sequence[int]], size: int,
@@ -51,9 +51,4 @@ def fit_faces(crops: Sequence[np.ndarray], size: int) -> np.ndarray:
     resize images."""
     if not len(crops):
         return np.zeros((0, size, size), np.uint8)
-    out = []
-    for c in crops:
-        g = to_gray(np.asarray(c))
-        interp = cv2.INTER_AREA if min(g.shape) > size else cv2.INTER_LINEAR
-        out.append(g if g.shape == (size, size) else cv2.resize(g, (size, size), interpolation=interp))
-    return np.stack(out)
+    return np.stack([resize_face(to_gray(np.asarray(c)), size) for c in crops])
