@@ -57,7 +57,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
     elif path.suffix == ".json":
         path = path.with_suffix(".safetensors")
     if not path.is_file():
-        raise FerkitError(f"{path}: no such checkpoint; give a run directory or a .safetensors checkpoint file")
+        raise FerkitError(f"{path}: no such checkpoint; give 'default', a run directory, a .safetensors checkpoint "
+                          "or an .onnx export")
     return path
 
 
