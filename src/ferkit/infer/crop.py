@@ -10,9 +10,8 @@ import numpy as np
 from ferkit.data.formats import to_gray
 from ferkit.data.scan import resize_face
 
-# Extra context around a detection, as a fraction of the box side added on each side. 0: a Haar box frames a face
-# as FER-2013 does (on PublicTest faces the cascade's box side is a median 0.98 of the image side, centred), and
-# wider crops measured lower accuracy with the default model.
+# Extra context around a detection, as a fraction of the box side added on each side. 0: detectors already reframe
+# their boxes as FER-2013 frames faces (see ``Detector.framing``).
 FACE_MARGIN = 0.0
 
 
