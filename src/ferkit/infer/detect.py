@@ -241,7 +241,7 @@ class BlazeFaceDetector(Detector):
         found = []
         for box, score in weighted_nms(corners, scores, self.nms_iou):
             x0, y0, x1, y1 = box
-            if min(x1 - x0, y1 - y0) >= min_size:
+            if min(x1 - x0, y1 - y0) >= min_size * self.framing[0]:  # the reframed box is at least min_size
                 found.append(((x0, y0, x1 - x0, y1 - y0), score))
         return found
 
