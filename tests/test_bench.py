@@ -17,10 +17,16 @@ BIN = Path(sys.executable).parent
 
 
 def test_bench_train_measures_three_variants(kaggle_folder):
-    rows = bench_train(kaggle_folder, model="fernet", batch_size=8, batches=2, warmup=1, compile=False)
+    rows = bench_train(kaggle_folder, model="fernet", batch_size=8, batches=2, warmup=1, compile=False, rounds=2)
     assert [r.variant for r in rows] == ["naive PyTorch loop", "ferkit trainer", "ferkit trainer + augmentation"]
     assert rows[0].ratio == 1.0 and all(r.images_per_s > 0 and 0 <= r.data_share <= 1 for r in rows)
     assert "fer_strong" in rows[2].settings
+
+
+def test_bench_train_refuses_bad_counts(kaggle_folder):
+    r = subprocess.run([str(BIN / "ferkit"), "bench", "train", "--data", str(kaggle_folder), "--rounds", "0"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "at least 1" in r.stderr
 
 
 def test_bench_infer_json(fer_zip, tmp_path):

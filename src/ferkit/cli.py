@@ -143,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, metavar="PATH", help="dataset to train on, e.g. ../shared/data/fer2013.zip")
     p.add_argument("--model", default="fernet", help="registered model name (default: fernet)")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--batches", type=int, default=20, help="measured batches per variant (after 3 warm-up batches)")
+    p.add_argument("--batches", type=int, default=20, help="measured batches per variant and round (after 3 "
+                   "warm-up batches)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds in which the variants take turns; medians reported")
     p.add_argument("--precision", default="auto", help="ferkit trainer precision: auto | fp32 | bf16 | fp16")
     p.add_argument("--no-compile", action="store_true", help="run ferkit's trainer without torch.compile")
     p.set_defaults(func=cmd_bench_train)
@@ -452,12 +454,13 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     from ferkit.train.trainer import native_bf16
 
     rows = bench_train(args.data, args.model, args.batch_size, args.batches, precision=args.precision,
-                       compile=not args.no_compile)
+                       compile=not args.no_compile, rounds=args.rounds)
     import torch
 
     where = (torch.cuda.get_device_name() if torch.cuda.is_available() else
              f"CPU, {torch.get_num_threads()} threads, native bf16: {native_bf16(torch.device('cpu'))}")
-    table = Table(title=f"training speed: {args.model}, batch {args.batch_size}, {args.batches} batches, {where}")
+    table = Table(title=f"training speed: {args.model}, batch {args.batch_size}, {args.rounds} rounds of "
+                  f"{args.batches} batches, {where}")
     for col in ("variant", "settings", "images/s", "vs naive", "data wait"):
         table.add_column(col, justify="left" if col in ("variant", "settings") else "right")
     for r in rows:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ferkit.config import load_config
+from ferkit.errors import FerkitError
 from ferkit.train.trainer import Trainer
 
 
@@ -17,12 +20,15 @@ from ferkit.train.trainer import Trainer
 class BenchRow:
     variant: str
     settings: str
-    images_per_s: float
-    data_share: float  # fraction of the step time spent preparing batches
-    ratio: float = 1.0  # images/s relative to the naive loop
+    images_per_s: float  # median over the rounds
+    data_share: float  # fraction of the step time spent preparing batches (median over the rounds)
+    ratio: float = 1.0  # images/s relative to the naive loop: the median of the per-round ratios
 
 
-def naive_loop(trainer: Trainer, batches: int, warmup: int) -> BenchRow:
+Measure = Callable[[int], tuple[float, float]]  # batches -> (images/s, data share)
+
+
+def naive_loop(trainer: Trainer) -> Measure:
     """What a notebook does: float tensors through a DataLoader (batches moved to the GPU if there is one), fp32,
     eager, NCHW, plain cross entropy."""
     from ferkit.models import create_model
@@ -36,51 +42,70 @@ def naive_loop(trainer: Trainer, batches: int, warmup: int) -> BenchRow:
     x = torch.from_numpy(train.images).unsqueeze(1).float() / 255  # (N, 1, 48, 48)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.from_numpy(train.labels)),
                                          batch_size=trainer.batch_size, shuffle=True, drop_last=True)
-    data_time, seen, start = 0.0, 0, 0.0
-    it = (batch for _ in iter(int, 1) for batch in loader)  # epoch after epoch, as long as the bench asks
-    for step in range(warmup + batches):
-        if step == warmup:
-            data_time, seen, start = 0.0, 0, time.perf_counter()
-        t0 = time.perf_counter()
-        xb, yb = next(it)
-        xb, yb = xb.to(device), yb.to(device)
-        data_time += time.perf_counter() - t0
-        loss = torch.nn.functional.cross_entropy(model(xb), yb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        seen += len(xb)
-    loss.item()  # wait for the GPU's queued work
-    elapsed = time.perf_counter() - start
-    return BenchRow("naive PyTorch loop", "fp32, eager, NCHW", seen / elapsed, data_time / elapsed)
+    batches = (batch for _ in iter(int, 1) for batch in loader)  # epoch after epoch, as long as the bench asks
+
+    def measure(n: int) -> tuple[float, float]:
+        data_time, seen, start = 0.0, 0, time.perf_counter()
+        for _ in range(n):
+            t0 = time.perf_counter()
+            xb, yb = next(batches)
+            xb, yb = xb.to(device), yb.to(device)
+            data_time += time.perf_counter() - t0
+            loss = torch.nn.functional.cross_entropy(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            seen += len(xb)
+        loss.item()  # wait for the GPU's queued work
+        elapsed = time.perf_counter() - start
+        return seen / elapsed, data_time / elapsed
+
+    return measure
 
 
-def ferkit_trainer(trainer: Trainer, variant: str, batches: int, warmup: int) -> BenchRow:
+def ferkit_trainer(trainer: Trainer) -> Measure:
     trainer._start_stage(0)
-    trainer.cfg.train.max_batches = warmup  # warm-up (and torch.compile) outside the measurement
-    trainer.train_epoch()
-    trainer.cfg.train.max_batches = batches
-    stats = trainer.train_epoch()
+
+    def measure(n: int) -> tuple[float, float]:
+        trainer.cfg.train.max_batches = n
+        stats = trainer.train_epoch()
+        return stats["images_per_s"], stats["data_share"]
+
+    return measure
+
+
+def trainer_settings(trainer: Trainer) -> str:
     c = trainer.cfg.train
-    settings = ", ".join([str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "fp32",
-                          "compiled" if c.compile else "eager", "channels_last" if c.channels_last else "NCHW",
-                          f"augment {trainer.cfg.augment.preset}"])
-    return BenchRow(variant, settings, stats["images_per_s"], stats["data_share"])
+    return ", ".join([str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "fp32",
+                      "compiled" if c.compile else "eager", "channels_last" if c.channels_last else "NCHW",
+                      f"augment {trainer.cfg.augment.preset}"])
 
 
 def bench_train(data: str | Path, model: str = "fernet", batch_size: int = 128, batches: int = 20,
-                warmup: int = 3, precision: str = "auto", compile: bool = True) -> list[BenchRow]:
-    """Images/s of the naive loop and of ferkit's trainer (without and with the default augmentation)."""
+                warmup: int = 3, precision: str = "auto", compile: bool = True, rounds: int = 3) -> list[BenchRow]:
+    """Images/s of the naive loop and of ferkit's trainer (without and with the default augmentation).
+
+    After ``warmup`` batches each (torch.compile included), the variants take turns for ``rounds`` rounds of
+    ``batches`` batches, so a machine that speeds up or slows down during the run affects them alike.
+    """
+    if min(batch_size, batches, rounds) < 1 or warmup < 0:
+        raise FerkitError("batch size, batches and rounds must be at least 1, warm-up batches at least 0")
     base = [f"data.path={data}", "data.val_split=test", f"model.name={model}", f"train.batch_size={batch_size}",
             "optim.name=sgd", "optim.lr=0.01", "optim.nesterov=true", f"train.precision={precision}",
             f"train.compile={str(compile).lower()}", "train.channels_last=true"]
-    rows = []
     with tempfile.TemporaryDirectory() as run_dir:  # trainers built here never write a run
         plain = Trainer(load_config(None, base), run_dir)
-        rows.append(naive_loop(plain, batches, warmup))
-        rows.append(ferkit_trainer(plain, "ferkit trainer", batches, warmup))
         augmented = Trainer(load_config(None, [*base, "augment.preset=fer_strong"]), run_dir)
-        rows.append(ferkit_trainer(augmented, "ferkit trainer + augmentation", batches, warmup))
-    for r in rows:
-        r.ratio = r.images_per_s / rows[0].images_per_s
+        variants = [("naive PyTorch loop", "fp32, eager, NCHW", naive_loop(plain)),
+                    ("ferkit trainer", trainer_settings(plain), ferkit_trainer(plain)),
+                    ("ferkit trainer + augmentation", trainer_settings(augmented), ferkit_trainer(augmented))]
+        for _, _, measure in variants:
+            if warmup:
+                measure(warmup)
+        results = [[measure(batches) for _, _, measure in variants] for _ in range(rounds)]
+    rows = []
+    for k, (name, settings, _) in enumerate(variants):
+        rows.append(BenchRow(name, settings, statistics.median(r[k][0] for r in results),
+                             statistics.median(r[k][1] for r in results),
+                             statistics.median(r[k][0] / r[0][0] for r in results)))
     return rows
