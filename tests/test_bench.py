@@ -68,3 +68,14 @@ def test_bench_detect_on_real_faces(fer_zip):
         assert r.faces == 40 and 0.3 < r.found <= 1
         assert 0.7 < r.side < 1.2 and abs(r.below) < 0.1  # the box sits on the face
         assert 0 <= r.accuracy_detector_crops <= 1 and r.ms_per_image > 0
+
+
+def test_bench_detect_cli(fer_zip):
+    r = subprocess.run([str(BIN / "ferkit"), "bench", "detect", "--data", str(fer_zip), "--faces", "12", "--detector",
+                        "haar", "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)["detectors"]
+    assert [row["detector"] for row in rows] == ["haar"] and rows[0]["faces"] == 12
+    r = subprocess.run([str(BIN / "ferkit"), "bench", "detect", "--data", str(fer_zip), "--faces", "0"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "at least 1" in r.stderr

@@ -13,6 +13,8 @@ from ferkit.infer import list_detectors
 
 TTA_HINTS = {"none": "none (fastest)", "flip": "flip: face and mirror",
              "tencrop": "ten crops: corners, centre, mirrors"}
+DETECTOR_HINTS = {"haar": "haar (OpenCV)", "mtcnn": "mtcnn (turned faces)", "blazeface": "blazeface (fastest)",
+                  "blazeface_short": "blazeface_short (close-ups)"}
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,10 @@ def render_sidebar(options: AppOptions) -> Selection:
         choices, problem = model_choices(options.model, folder.strip() or None)
         model = st.selectbox("Model", choices, format_func=lambda c: c.label, key="model")
         detector = st.selectbox("Face detector", list_detectors(), key="detector",
-                                help="Finds the faces before the model reads their expression.")
+                                format_func=lambda d: DETECTOR_HINTS.get(d, d),
+                                help="Finds the faces before the model reads their expression. mtcnn and the "
+                                     "blazeface detectors are optional installs; the page says which if one is "
+                                     "missing.")
         tta = st.selectbox("Test-time augmentation", TTA, format_func=lambda t: TTA_HINTS.get(t, t), key="tta",
                            help="Average the model over mirrored and shifted copies of each face.")
         with st.expander("Your own models", expanded=bool(problem), icon=":material/folder_open:"):
