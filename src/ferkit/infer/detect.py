@@ -16,12 +16,12 @@ photos cost the same as a webcam frame) and maps the boxes back to the full imag
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import contextmanager
 import ctypes
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
