@@ -282,6 +282,13 @@ def test_video_detect_every_carries_tracks(rec, clip):
     assert rows[1]["x"] == rows[0]["x"] and rows[4]["x"] > rows[0]["x"]
 
 
+def test_video_tracks_with_blazeface(clip):
+    path, regions = clip
+    result = process_video(path, Recognizer.load(detector="blazeface"), detect_every=1)
+    ids = track_per_region(result.timeline, regions)
+    assert all(len(s) == 1 for s in ids) and ids[0] != ids[1]  # one stable ID per head, different heads
+
+
 def test_predict_cli_detect_every(clip, tmp_path, capsys):
     path, _ = clip
     code, out, _ = run_main(capsys, path, "--detect-every", "1", "--json")
