@@ -50,21 +50,25 @@ def framed_face(face: np.ndarray) -> tuple[np.ndarray, int, int]:
 
 def bench_detect(data: str | Path, model: str = "default", faces: int = 1000, split: str = "test",
                  detectors: list[str] | None = None, seed: int = 0) -> tuple[list[DetectorRow], list[str]]:
-    """One row per detector (all installed ones by default), measured on ``faces`` random faces of ``split``."""
+    """One row per detector (all installed ones by default: a named one that is not installed is left out with a
+    note), measured on ``faces`` random faces of ``split``."""
     from ferkit.data.dataset import load_dataset
     from ferkit.infer.classify import load_classifier
     from ferkit.infer.crop import crop_faces
-    from ferkit.infer.detect import get_detector, list_detectors, reframe
+    from ferkit.infer.detect import check_detector_name, get_detector, list_detectors, reframe
 
     if faces < 1:
         raise FerkitError("--faces must be at least 1")
+    detectors = detectors or list_detectors()
+    for name in detectors:
+        check_detector_name(name)
     clf = load_classifier(model)
     test = load_dataset(data, size=clf.face_size, progress=True)[split]
     pick = np.random.default_rng(seed).permutation(len(test))[:faces]
     truth = test.labels[pick]
     dataset_right = clf.predict(test.images[pick]).argmax(1) == truth
     rows, notes = [], []
-    for name in detectors or list_detectors():
+    for name in detectors:
         try:
             det = get_detector(name, min_face=test.images.shape[1] * ENLARGE // 2)
         except FerkitError as e:

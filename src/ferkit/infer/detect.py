@@ -299,10 +299,14 @@ def list_detectors() -> list[str]:
     return list(DETECTORS)
 
 
-def get_detector(name: str = "haar", **opts: Any) -> Detector:
-    """The detector registered as ``name``, built with ``opts`` (max_side, min_face, and its own options)."""
+def check_detector_name(name: str) -> None:
     if name not in DETECTORS:
         raise FerkitError(f"unknown face detector {name!r}; choose one of: {', '.join(DETECTORS)}")
+
+
+def get_detector(name: str = "haar", **opts: Any) -> Detector:
+    """The detector registered as ``name``, built with ``opts`` (max_side, min_face, and its own options)."""
+    check_detector_name(name)
     try:
         return DETECTORS[name](**opts)
     except TypeError as e:
