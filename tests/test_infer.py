@@ -395,6 +395,12 @@ def test_bad_input_is_one_line_and_writes_nothing(bad, monkeypatch, capsys, args
     assert sorted(p.name for p in bad.iterdir()) == before  # no output folder, no stray file
 
 
+def test_out_inside_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not a folder")
+    code, _, err = run_main(capsys, "sample", "--out", tmp_path / "notes.txt" / "run")
+    assert code == 2 and err.count("\n") == 1 and "notes.txt is a file, not a folder" in err
+
+
 def test_out_folder_never_overwrites_an_input(tmp_path, capsys):
     (tmp_path / "astronaut.jpg").write_bytes(SAMPLE_PHOTO.read_bytes())
     code, _, err = run_main(capsys, tmp_path, "--out", tmp_path)

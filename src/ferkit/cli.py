@@ -314,7 +314,7 @@ def epoch_printer():
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ferkit.evaluate import evaluate, save_evaluation
-    from ferkit.evaluate.save import check_out_dir
+    from ferkit.fileio import check_out_dir
 
     if args.out:
         check_out_dir(args.out)

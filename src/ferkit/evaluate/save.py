@@ -5,23 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ferkit.errors import FerkitError
 from ferkit.evaluate.metrics import Evaluation
 from ferkit.evaluate.plots import confusion_png, reliability_png
-from ferkit.fileio import atomic_write
+from ferkit.fileio import atomic_write, check_out_dir
 
 FILES = ("metrics.json", "confusion_matrix.png", "reliability.png")
-
-
-def check_out_dir(out: str | Path) -> Path:
-    """``out`` as a folder that can be created; checked before an evaluation spends any time."""
-    out = Path(out).expanduser()
-    for p in (out, *out.parents):
-        if p.exists():
-            if not p.is_dir():
-                raise FerkitError(f"--out {out}: {p} is a file, not a folder; give a folder for the results")
-            break
-    return out
 
 
 def save_evaluation(ev: Evaluation, out: str | Path) -> list[Path]:

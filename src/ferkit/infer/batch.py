@@ -22,7 +22,7 @@ import cv2
 from tqdm import tqdm
 
 from ferkit.errors import FerkitError
-from ferkit.fileio import atomic_write
+from ferkit.fileio import atomic_write, check_out_dir
 from ferkit.infer.draw import annotate
 from ferkit.infer.recognizer import Face, Recognizer
 from ferkit.infer.source import expand_inputs, input_kind, read_image
@@ -97,9 +97,7 @@ def predict_inputs(inputs: Sequence[str | Path], recognizer: Recognizer, out: st
     if not detect and "video" in kinds:
         video = paths[kinds.index("video")]
         raise FerkitError(f"{video}: without face detection each input must be a face photo, not a video")
-    out_dir = Path(out) if out is not None else None
-    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-        raise FerkitError(f"{out_dir}: exists and is not a folder; give a folder for the output files")
+    out_dir = check_out_dir(out) if out is not None else None
     names = output_names(paths, kinds)
     stage, created = None, []
     if out_dir is not None:
@@ -175,9 +173,7 @@ def predict_camera(camera: int, recognizer: Recognizer, out: str | Path | None =
     ``window``: a title to show the annotated frames in; ``out``: a folder for the annotated video, its timeline
     and results.json.
     """
-    out_dir = Path(out) if out is not None else None
-    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-        raise FerkitError(f"{out_dir}: exists and is not a folder; give a folder for the output files")
+    out_dir = check_out_dir(out) if out is not None else None
     files = (out_dir / f"{CAMERA_NAME}.mp4", out_dir / f"{CAMERA_NAME}_timeline.csv") if out_dir else (None, None)
     result = process_video(camera, recognizer, *files, window=window, detect_every=detect_every)
     run = PredictRun(recognizer.describe(), [result], str(out_dir) if out_dir is not None else None)

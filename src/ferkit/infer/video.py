@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -24,7 +23,7 @@ from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
 from ferkit.errors import FerkitError
-from ferkit.fileio import atomic_write
+from ferkit.fileio import atomic_write, temp_beside
 from ferkit.infer.draw import annotate
 from ferkit.infer.recognizer import DECIMALS, Face, Recognizer
 from ferkit.infer.source import Frame, open_source
@@ -179,14 +178,10 @@ class _VideoFile:
     """cv2.VideoWriter into a temporary file beside ``path``, renamed into place by ``commit``."""
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int]):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=VIDEO_SUFFIX)
+        fd, self.tmp = temp_beside(path, VIDEO_SUFFIX)
         os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the video is an ordinary file
-        self.path, self.tmp, self.size = path, Path(tmp), size
-        self.writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*FOURCC), fps, size)
+        self.path, self.size = path, size
+        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*FOURCC), fps, size)
         if not self.writer.isOpened():
             self.discard()
             raise FerkitError(f"{path}: OpenCV cannot write an {FOURCC} video here")
