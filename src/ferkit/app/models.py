@@ -11,7 +11,7 @@ import streamlit as st
 from ferkit.app.launch import MODEL_SUFFIXES
 from ferkit.errors import FerkitError
 from ferkit.infer import Recognizer
-from ferkit.train.checkpoint import DEFAULT_MODEL, read_meta
+from ferkit.train.checkpoint import DEFAULT_MODEL, is_onnx, read_meta
 
 MAX_FOUND_MODELS = 200  # a models folder pointed at a home directory must not scan for minutes
 
@@ -29,7 +29,7 @@ DEFAULT_CHOICE = ModelChoice("default (shipped with ferkit)", DEFAULT_MODEL)
 
 def is_model_file(path: Path) -> bool:
     """A .onnx file, or a .safetensors file that is a ferkit checkpoint (not a resume state or foreign weights)."""
-    if path.suffix.lower() == ".onnx":
+    if is_onnx(path):
         return True
     try:
         read_meta(path)

@@ -44,12 +44,12 @@ def load_members(paths: Sequence[str | Path], device: str | torch.device = "cpu"
     from safetensors import SafetensorError
 
     from ferkit.export import load_onnx
-    from ferkit.train.checkpoint import load_checkpoint
+    from ferkit.train.checkpoint import is_onnx, load_checkpoint
 
     members = []
     for path in paths:
         try:
-            if Path(path).suffix == ".onnx":
+            if is_onnx(path):
                 members.append(load_onnx(path))
             else:
                 model, meta = load_checkpoint(path, device)

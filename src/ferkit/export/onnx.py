@@ -9,7 +9,6 @@ in the ONNX ``metadata_props`` under ``ferkit``, so ``.onnx`` files load whereve
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 from ferkit.errors import FerkitError
-from ferkit.train.checkpoint import META_KEY, load_checkpoint, resolve_checkpoint
+from ferkit.train.checkpoint import META_KEY, is_onnx, load_checkpoint, resolve_checkpoint
 
 INPUT_NAME, OUTPUT_NAME = "faces", "logits"
 PARITY_ATOL = 1e-4  # largest |p_onnx - p_torch| accepted for an fp32 export (probabilities)
@@ -175,12 +174,11 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, int8: bool = False,
     start = time.perf_counter()
     _onnx_modules()
     out = Path(out)
-    if out.suffix != ".onnx":
+    if not is_onnx(out):
         raise FerkitError(f"{out}: the output must end in .onnx")
     if not out.parent.is_dir():
         raise FerkitError(f"{out.parent}: no such folder; create it first")
-    model, meta = load_checkpoint(resolve_checkpoint(checkpoint))
-    model.float()
+    model, meta = load_checkpoint(checkpoint)
     calib = _calibration_faces(calibration, meta, CALIBRATION_FACES)
     if int8 and calib is None:
         raise FerkitError("int8 export needs calibration faces: pass --calibration PATH (e.g. the training dataset)")
@@ -217,12 +215,12 @@ def _parity(model: torch.nn.Module, onnx_model: OnnxModel, meta: dict[str, Any],
 def cached_onnx(checkpoint: str | Path) -> Path:
     """The fp32 ONNX export of a .safetensors checkpoint, made once and kept in the ferkit cache."""
     from ferkit.data.scan import default_cache_dir
+    from ferkit.data.tree import file_digest
 
     path = resolve_checkpoint(checkpoint)
-    if path.suffix == ".onnx":
+    if is_onnx(path):
         return path
-    key = hashlib.blake2b(path.read_bytes(), digest_size=12).hexdigest()
-    out = Path(default_cache_dir()) / "onnx" / f"{path.stem}-{key}.onnx"
+    out = default_cache_dir() / "onnx" / f"{path.stem}-{file_digest(path)}.onnx"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
         export_onnx(path, out)

@@ -15,9 +15,7 @@ import numpy as np
 
 from ferkit.errors import FerkitError
 from ferkit.evaluate.predict import Member, check_tta, load_members, predict_proba
-
-ONNX_SUFFIX = ".onnx"
-
+from ferkit.train.checkpoint import is_onnx
 
 @dataclass
 class Classifier:
@@ -70,12 +68,12 @@ def load_classifier(model: str | Path = "default", backend: str | None = None, t
     ``backend`` None picks onnxruntime for .onnx files and torch otherwise. ``tta``: none, flip or tencrop.
     """
     check_tta(tta)
-    is_onnx = Path(str(model)).suffix == ONNX_SUFFIX
+    onnx = is_onnx(model)
     if backend is None:
-        backend = "onnxruntime" if is_onnx else "torch"
+        backend = "onnxruntime" if onnx else "torch"
     if backend not in BACKENDS:
         raise FerkitError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-    if is_onnx and backend != "onnxruntime":
+    if onnx and backend != "onnxruntime":
         raise FerkitError(f"{model} is an ONNX export and runs on the onnxruntime backend, not {backend}; "
                           "leave out the backend or give a .safetensors checkpoint")
     return BACKENDS[backend](model, tta)

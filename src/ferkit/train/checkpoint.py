@@ -46,6 +46,14 @@ def default_model_path() -> Path:
     return Path(__file__).resolve().parents[1] / "weights" / f"{DEFAULT_MODEL}.safetensors"
 
 
+ONNX_SUFFIX = ".onnx"
+
+
+def is_onnx(path: str | Path) -> bool:
+    """Whether ``path`` names an ONNX export (by its suffix, in any case) rather than a checkpoint or run."""
+    return Path(str(path)).suffix.lower() == ONNX_SUFFIX
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """``default`` means the shipped model (write ``./default`` for a folder of that name); a run directory means
     its best checkpoint; a .json means its .safetensors twin."""
