@@ -2,7 +2,7 @@
 
 A classifier is loaded by backend name from ``BACKENDS``. ``torch`` runs checkpoints (and .onnx exports, through
 ``ferkit.evaluate.load_members``); ``onnxruntime`` runs a checkpoint's ONNX export (made once and cached by
-``ferkit.export``). Another backend is one more entry: a function ``(model, tta) -> Classifier``.
+``ferkit.export``). Another backend is one more entry: a function from the model name to the file it runs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 from ferkit.errors import FerkitError
 from ferkit.evaluate.predict import Member, check_tta, load_members, predict_proba
-from ferkit.train.checkpoint import is_onnx
+from ferkit.train.checkpoint import is_onnx, resolve_checkpoint
 
 @dataclass
 class Classifier:
@@ -42,23 +42,16 @@ class Classifier:
         return predict_proba(self.members, faces, self.tta)
 
 
-def _load_torch(model: str | Path, tta: str) -> Classifier:
-    from ferkit.train.checkpoint import resolve_checkpoint
-
-    path = resolve_checkpoint(model)
-    return Classifier(load_members([path]), tta, "torch", str(path))
-
-
-def _load_onnxruntime(model: str | Path, tta: str) -> Classifier:
+def _cached_onnx(model: str | Path) -> Path:
     from ferkit.export import cached_onnx
 
-    path = cached_onnx(model)
-    return Classifier(load_members([path]), tta, "onnxruntime", str(path))
+    return cached_onnx(model)
 
 
-BACKENDS: dict[str, Callable[[str | Path, str], Classifier]] = {
-    "torch": _load_torch,
-    "onnxruntime": _load_onnxruntime,
+# Backend name -> the model file it runs for a model name ('default', run, checkpoint or export).
+BACKENDS: dict[str, Callable[[str | Path], Path]] = {
+    "torch": resolve_checkpoint,
+    "onnxruntime": _cached_onnx,
 }
 
 
@@ -76,4 +69,5 @@ def load_classifier(model: str | Path = "default", backend: str | None = None, t
     if onnx and backend != "onnxruntime":
         raise FerkitError(f"{model} is an ONNX export and runs on the onnxruntime backend, not {backend}; "
                           "leave out the backend or give a .safetensors checkpoint")
-    return BACKENDS[backend](model, tta)
+    path = BACKENDS[backend](model)
+    return Classifier(load_members([path]), tta, backend, str(path))

@@ -10,23 +10,20 @@ import numpy as np
 from ferkit.data.formats import to_gray
 from ferkit.data.scan import resize_face
 
-# Extra context around a detection, as a fraction of the box side added on each side. 0: detectors already reframe
-# their boxes as FER-2013 frames faces (see ``Detector.framing``).
-FACE_MARGIN = 0.0
 
-
-def square_box(box: Sequence[int], margin: float = FACE_MARGIN) -> tuple[int, int, int]:
-    """(x, y, w, h) -> (left, top, side) of the square centred on the box, side = longest side * (1 + 2 margin)."""
+def square_box(box: Sequence[int]) -> tuple[int, int, int]:
+    """(x, y, w, h) -> (left, top, side) of the square centred on the box, side = its longest side. Detectors frame
+    their boxes as FER-2013 frames faces (``Detector.framing``), so the square is the model's view of the face."""
     x, y, w, h = box
-    side = max(1, round(max(w, h) * (1 + 2 * margin)))
+    side = max(1, round(max(w, h)))
     return round(x + w / 2 - side / 2), round(y + h / 2 - side / 2), side
 
 
-def crop_face(gray: np.ndarray, box: Sequence[int], size: int, margin: float = FACE_MARGIN) -> np.ndarray:
+def crop_face(gray: np.ndarray, box: Sequence[int], size: int) -> np.ndarray:
     """The square around ``box`` of a gray (H, W) image, border pixels repeated where it leaves the image,
     resized to (size, size)."""
     H, W = gray.shape
-    left, top, side = square_box(box, margin)
+    left, top, side = square_box(box)
     x0, y0, x1, y1 = max(0, left), max(0, top), min(W, left + side), min(H, top + side)
     if x1 <= x0 or y1 <= y0:
         raise ValueError(f"box {tuple(box)} lies outside the {W}x{H} image")
@@ -36,13 +33,12 @@ def crop_face(gray: np.ndarray, box: Sequence[int], size: int, margin: float = F
     return resize_face(crop, size)
 
 
-def crop_faces(image: np.ndarray, boxes: Sequence[Sequence[int]], size: int,
-               margin: float = FACE_MARGIN) -> np.ndarray:
+def crop_faces(image: np.ndarray, boxes: Sequence[Sequence[int]], size: int) -> np.ndarray:
     """Crops of every box of a BGR or gray image: uint8 (N, size, size)."""
-    gray = to_gray(image)
     if not len(boxes):
         return np.zeros((0, size, size), np.uint8)
-    return np.stack([crop_face(gray, b, size, margin) for b in boxes])
+    gray = to_gray(image)
+    return np.stack([crop_face(gray, b, size) for b in boxes])
 
 
 def fit_faces(crops: Sequence[np.ndarray], size: int) -> np.ndarray:

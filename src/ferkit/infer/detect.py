@@ -50,6 +50,13 @@ class Detection:
         return {"box": list(self.box), "score": self.score}
 
 
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """A gray, BGR or BGRA uint8 image as RGB, for detectors trained on RGB."""
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_BGR2RGB)
+
+
 def reframe(box: tuple[float, float, float, float], framing: tuple[float, float]) -> tuple[float, ...]:
     """The box (x, y, w, h) a detector with this ``framing`` (see ``Detector.framing``) found, as FER-2013 frames
     the face."""
@@ -146,8 +153,7 @@ class MTCNNDetector(Detector):
     def _detect(self, image, min_size):
         if min_size not in self.models:
             self.models[min_size] = self.mtcnn_class(keep_all=True, min_face_size=min_size, device="cpu")
-        rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else \
-            cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_BGR2RGB)  # BGR or BGRA
+        rgb = to_rgb(image)
         boxes, probs = self.models[min_size].detect(rgb)
         if boxes is None:
             return []
@@ -220,8 +226,7 @@ class BlazeFaceDetector(Detector):
 
     def _detect(self, image, min_size):
         size = self.model.size
-        rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else \
-            cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_BGR2RGB)
+        rgb = to_rgb(image)
         h, w = rgb.shape[:2]
         scale = size / max(h, w)  # letterbox: the image at the top left of a black square
         nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
