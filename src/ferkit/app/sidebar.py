@@ -13,8 +13,8 @@ from ferkit.infer import list_detectors
 
 TTA_HINTS = {"none": "none (fastest)", "flip": "flip: face and mirror",
              "tencrop": "ten crops: corners, centre, mirrors"}
-DETECTOR_HINTS = {"haar": "haar (OpenCV)", "mtcnn": "mtcnn (turned faces)", "blazeface": "blazeface (fastest)",
-                  "blazeface_short": "blazeface_short (close-ups)"}
+DETECTOR_HINTS = {"haar": "haar (OpenCV)", "mtcnn": "mtcnn (turned faces)", "blazeface": "blazeface (fast)",
+                  "blazeface_short": "blazeface_short (fastest, close-ups)"}
 
 
 @dataclass(frozen=True)

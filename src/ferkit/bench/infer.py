@@ -23,7 +23,7 @@ from ferkit.errors import FerkitError
 
 FRAME_SIZE = (640, 480)  # width, height of the benchmark video frames
 THROUGHPUT_BATCH = 64
-END_TO_END_DETECTORS = ("haar", "blazeface")  # the default and the fastest
+END_TO_END_DETECTORS = ("haar", "blazeface")  # the default and the fast one that finds faces at any distance
 
 
 @dataclass
