@@ -7,10 +7,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from ferkit.errors import FerkitError
+from ferkit.evaluate.data import EvalData, load_eval_data
 from ferkit.evaluate.metrics import Calibration, Evaluation, Scores, calibration, compute_metrics
 from ferkit.evaluate.plots import plot_confusion, plot_reliability
-from ferkit.evaluate.predict import TTA, check_tta, load_members, predict_proba
+from ferkit.evaluate.predict import TTA, Member, check_tta, load_members, predict_proba
 from ferkit.evaluate.save import save_evaluation
 
 __all__ = [
@@ -25,6 +28,7 @@ __all__ = [
     "plot_reliability",
     "predict_proba",
     "save_evaluation",
+    "score",
 ]
 
 
@@ -37,7 +41,6 @@ def evaluate(checkpoint: str | Path, data: str | Path, split: str = "test", tta:
     at the first model's face size. ``tta`` None means the first checkpoint's own protocol (its meta's ``tta``,
     ten-crop for the shipped default model) or none. ``progress`` shows a bar while a dataset is decoded for the first time.
     """
-    from ferkit.evaluate.data import load_eval_data
     from ferkit.evaluate.labels import ensemble_orders
     from ferkit.train.checkpoint import resolve_checkpoint
     from ferkit.train.trainer import resolve_device
@@ -49,15 +52,24 @@ def evaluate(checkpoint: str | Path, data: str | Path, split: str = "test", tta:
         raise FerkitError(f"batch size must be at least 1, got {batch_size}")
     paths = [resolve_checkpoint(c) for c in (checkpoint, *ensemble)]
     members = load_members(paths, resolve_device("auto"))
-    metas = [meta for _, meta in members]
-    ensemble_orders([m["labels"] for m in metas], [str(p) for p in paths])  # refuse a mixed ensemble early
-    labels = list(metas[0]["labels"])
-    tta = check_tta(tta or metas[0].get("tta", "none"))
-    d = load_eval_data(data, split, labels, int(metas[0]["input"]["face_size"]), progress)
+    ensemble_orders([meta["labels"] for _, meta in members], [str(p) for p in paths])  # refuse a mixed ensemble early
+    ev, _, _ = score(members, paths, data, split, tta, batch_size, progress)
+    return replace(ev, seconds=time.perf_counter() - start)
+
+
+def score(members: Sequence[Member], paths: Sequence[str | Path], data: str | Path, split: str, tta: str | None,
+          batch_size: int = 256, progress: bool = False) -> tuple[Evaluation, EvalData, np.ndarray]:
+    """Loaded ``members`` (read from ``paths``) scored on ``split``: the evaluation, the data it ran on and the
+    probabilities (N, C). ``tta`` None means the first member's own protocol; see ``evaluate``."""
+    start = time.perf_counter()
+    meta = members[0][1]
+    labels = list(meta["labels"])
+    tta = check_tta(tta or meta.get("tta", "none"))
+    d = load_eval_data(data, split, labels, int(meta["input"]["face_size"]), progress)
     t0 = time.perf_counter()
     probs = predict_proba(members, d.faces.images, tta, batch_size)
     predict_seconds = time.perf_counter() - t0
-    ev = compute_metrics(d.y, probs, labels)
-    return replace(ev, checkpoints=[str(p) for p in paths], data=d.location, split=split, tta=tta,
-                   excluded_classes=d.excluded_classes, excluded_images=d.excluded_images,
-                   predict_seconds=predict_seconds, seconds=time.perf_counter() - start)
+    ev = replace(compute_metrics(d.y, probs, labels), checkpoints=[str(p) for p in paths], data=d.location,
+                 split=split, tta=tta, excluded_classes=d.excluded_classes, excluded_images=d.excluded_images,
+                 predict_seconds=predict_seconds, seconds=time.perf_counter() - start)
+    return ev, d, probs

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import copy
 import platform
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ferkit.evaluate import Evaluation, compute_metrics, predict_proba
-from ferkit.evaluate.data import load_eval_data
+from ferkit.evaluate import Evaluation, score
 from ferkit.evaluate.gradcam import GradCam, grad_cam
 from ferkit.evaluate.predict import check_tta, load_members, resize_faces, tta_views
 from ferkit.report.cost import LATENCY_REPEATS, ModelCost, measure_costs
@@ -151,17 +149,8 @@ def pick_showcase(views: Sequence[RunView], labels: Sequence[str], seed: int = S
 def evaluate_run(run: RunSource, model: torch.nn.Module, meta: dict[str, Any], data: str | Path, split: str,
                  tta: str | None, device: torch.device, progress: bool) -> tuple[Evaluation, RunView]:
     """The model scored once on ``split``; its probabilities are kept for every picture of the report."""
-    start = time.perf_counter()
-    labels = list(meta["labels"])
-    tta = check_tta(tta or meta.get("tta", "none"))
-    d = load_eval_data(data, split, labels, int(meta["input"]["face_size"]), progress)
     on_device = model if device.type == "cpu" else copy.deepcopy(model).to(device)
-    t0 = time.perf_counter()
-    probs = predict_proba([(on_device, meta)], d.faces.images, tta, BATCH_SIZE)
-    predict_seconds = time.perf_counter() - t0
-    ev = replace(compute_metrics(d.y, probs, labels), checkpoints=[str(run.checkpoint)], data=d.location,
-                 split=split, tta=tta, excluded_classes=d.excluded_classes, excluded_images=d.excluded_images,
-                 predict_seconds=predict_seconds, seconds=time.perf_counter() - start)
+    ev, d, probs = score([(on_device, meta)], [run.checkpoint], data, split, tta, BATCH_SIZE, progress)
     view = RunView(d.faces.images, d.y, probs, d.faces.paths, samples=pick_samples(d.y, probs))
     return ev, view
 
