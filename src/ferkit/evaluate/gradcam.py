@@ -10,7 +10,6 @@ has no map after its patch embedding, so its Grad-CAM is that of the patch embed
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -29,9 +28,6 @@ class GradCam:
     layer: str  # qualified name of the module whose feature map is weighted
     target: np.ndarray  # (B,) int64 class explained per face
     maps: np.ndarray  # (B, H, W) float32 in [0, 1], 1 = the strongest evidence for the target in that face
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"layer": self.layer, "target": self.target.tolist(), "maps": self.maps.round(4).tolist()}
 
 
 def _has_parameters(module: nn.Module) -> bool:

@@ -46,7 +46,7 @@ def annotate(image_bgr: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
 
 
 def _draw_face(img: np.ndarray, face: Face, s: float) -> None:
-    H, W = img.shape[:2]
+    W = img.shape[1]
     labels = list(face.emotions)
     x, y, w, h = face.box
     color = emotion_color(face.emotion, labels)

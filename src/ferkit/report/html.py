@@ -48,7 +48,7 @@ def sample_tiles(view: RunView, labels: list[str]) -> dict[str, list[dict[str, A
         ok = pred == int(view.y[i])
         tiles["right" if ok else "wrong"].append({
             "src": data_uri(figures.face_png(view.faces[i])), "pred": labels[pred],
-            "prob": f"{view.probs[i, pred]:.0%}", "true": labels[int(view.y[i])], "ok": ok,
+            "prob": f"{view.probs[i, pred]:.0%}", "true": labels[int(view.y[i])],
             "true_prob": f"{view.probs[i, int(view.y[i])]:.0%}",
         })
     return tiles
@@ -140,7 +140,6 @@ def render_html(report: Report, progress: bool = False) -> str:
             split_total=f"{sum(splits.get(report.split, {}).values()):,}",
             tta=report.tta or "each model's own",
             columns_per_row=2 if len(runs) in (2, 4) else min(len(runs), 3),
-            selected_on_split=[r.name for r in runs if _same_split(r, report)],
         )
         bar.update()
     finally:

@@ -24,10 +24,6 @@ class RunSource:
     metrics_file: Path | None
     history: list[dict[str, float]] = field(default_factory=list)  # metrics.csv rows, one per epoch
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "checkpoint": str(self.checkpoint),
-                "metrics_file": str(self.metrics_file) if self.metrics_file else None}
-
 
 def resolve_run(spec: str | Path) -> RunSource:
     """``default`` (the shipped model), a run directory (``config.yaml`` and ``best.safetensors``) or a checkpoint.

@@ -9,12 +9,12 @@ from typing import Any
 from ferkit.report.compare import Report, RunResult
 
 
-def si(value: float, unit: str = "") -> str:
+def si(value: float) -> str:
     """1234567 -> '1.23M'; thousands, millions, billions."""
     for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
         if abs(value) >= div:
-            return f"{value / div:.3g}{suffix}{unit}"
-    return f"{value:.3g}{unit}"
+            return f"{value / div:.3g}{suffix}"
+    return f"{value:.3g}"
 
 
 def duration(seconds: float) -> str:
@@ -68,9 +68,6 @@ def columns(split: str) -> list[Column]:
 class Cell:
     text: str
     best: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "best": self.best}
 
 
 def table_cells(report: Report) -> tuple[list[Column], list[list[Cell]]]:
