@@ -10,9 +10,9 @@ import numpy as np
 
 from ferkit.app.launch import MAX_PHOTO_MB, MAX_VIDEO_MB
 from ferkit.data.formats import IMAGE_EXTENSIONS
-from ferkit.errors import FerkitError
+from ferkit.errors import DataError, FerkitError
 from ferkit.fileio import atomic_write
-from ferkit.infer.source import VIDEO_EXTENSIONS
+from ferkit.infer.source import VIDEO_EXTENSIONS, VideoSource
 
 PHOTO_TYPES = tuple(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
 VIDEO_TYPES = tuple(sorted(e.lstrip(".") for e in VIDEO_EXTENSIONS))
@@ -64,14 +64,10 @@ def save_video(name: str, data: bytes, folder: Path) -> VideoInfo:
     """Write the uploaded video into ``folder`` and check that OpenCV can decode its frames."""
     _check_name_and_size(name, len(data), VIDEO_TYPES, MAX_VIDEO_MB, "video")
     path = atomic_write(Path(folder) / f"upload{Path(name).suffix.lower()}", data)
-    cap = cv2.VideoCapture(str(path))
     try:
-        ok, frame = cap.read() if cap.isOpened() else (False, None)
-        if not ok or frame is None:
-            raise UploadError(f"{name} could not be decoded as a video: it may be damaged or use a codec "
-                              "OpenCV cannot read. Try converting it to MP4 (H.264).")
-        frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        fps = float(cap.get(cv2.CAP_PROP_FPS))
-    finally:
-        cap.release()
-    return VideoInfo(path=path, frames=max(frames, 0), fps=fps, width=frame.shape[1], height=frame.shape[0])
+        with VideoSource(path) as src:
+            height, width = src.first.shape[:2]
+            return VideoInfo(path=path, frames=src.frame_count or 0, fps=src.fps, width=width, height=height)
+    except DataError:
+        raise UploadError(f"{name} could not be decoded as a video: it may be damaged or use a codec "
+                          "OpenCV cannot read. Try converting it to MP4 (H.264).") from None

@@ -122,14 +122,16 @@ def render_video_tab(sel: Selection) -> None:
         st.caption("Every frame goes through the face detector and the model on this computer's CPU; "
                    "a progress bar shows how far it is.")
         return
-    data = file.getvalue()
-    digest = hashlib.sha256(data).hexdigest()[:16]
+    digests: dict = st.session_state.setdefault("video_digests", {})  # hashed once per upload, not per rerun
+    if file.file_id not in digests:
+        digests[file.file_id] = hashlib.sha256(file.getvalue()).hexdigest()[:16]
+    digest = digests[file.file_id]
     key = (digest, sel.model.source, sel.detector, sel.tta)
     done: dict = st.session_state.setdefault("videos", {})
     view = done.get(key)
     if view is None:
-        view = run_video(file.name, data, WORK_DIR / f"{digest}-{hashlib.sha256(repr(key).encode()).hexdigest()[:8]}",
-                         sel)
+        view = run_video(file.name, file.getvalue(),
+                         WORK_DIR / f"{digest}-{hashlib.sha256(repr(key).encode()).hexdigest()[:8]}", sel)
         if view is None:
             return
         done[key] = view
