@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -14,6 +16,21 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 FER_ZIP = SHARED / "fer2013.zip"
 FERPLUS_ZIP = SHARED / "ferplus.zip"
+FERKIT = Path(sys.executable).parent / "ferkit"  # the console script of this environment
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    """``ferkit ARGS`` in a new process, as a user runs it."""
+    return subprocess.run([str(FERKIT), *map(str, args)], capture_output=True, text=True)
+
+
+def run_main(capsys, *args) -> tuple[int, str, str]:
+    """``ferkit ARGS`` in this process: (exit code, stdout, stderr)."""
+    from ferkit.cli import main
+
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
-from pathlib import Path
 
-from conftest import write_kaggle_folder
+from conftest import run_cli
 
 from ferkit.bench.detect import bench_detect
 from ferkit.bench.train import bench_train
-
-BIN = Path(sys.executable).parent
-
 
 def test_bench_train_measures_three_variants(kaggle_folder):
     rows = bench_train(kaggle_folder, model="fernet", batch_size=8, batches=2, warmup=1, compile=False, rounds=2)
@@ -23,16 +18,13 @@ def test_bench_train_measures_three_variants(kaggle_folder):
     assert "fer_strong" in rows[2].settings
 
 
-def test_bench_train_refuses_bad_counts(kaggle_folder):
-    r = subprocess.run([str(BIN / "ferkit"), "bench", "train", "--data", str(kaggle_folder), "--rounds", "0"],
-                       capture_output=True, text=True)
+def test_bench_train_refuses_bad_counts(fer_zip):
+    r = run_cli("bench", "train", "--data", fer_zip, "--rounds", "0")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "at least 1" in r.stderr
 
 
-def test_bench_infer_json(fer_zip, tmp_path):
-    faces = write_kaggle_folder(fer_zip, tmp_path / "fer", per_class=6)
-    r = subprocess.run([str(BIN / "ferkit"), "bench", "infer", "--repeats", "1", "--video-frames", "4",
-                        "--calibration", str(faces), "--json"], capture_output=True, text=True)
+def test_bench_infer_json(kaggle_folder):
+    r = run_cli("bench", "infer", "--repeats", "1", "--video-frames", "4", "--calibration", kaggle_folder, "--json")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     names = [row["name"] for row in res["classification"]]
@@ -51,13 +43,12 @@ def test_bench_infer_json(fer_zip, tmp_path):
 
 
 def test_bench_infer_refuses_bad_counts():
-    r = subprocess.run([str(BIN / "ferkit"), "bench", "infer", "--repeats", "0"], capture_output=True, text=True)
+    r = run_cli("bench", "infer", "--repeats", "0")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "at least 1" in r.stderr
 
 
 def test_bench_infer_refuses_a_python_without_fer():
-    r = subprocess.run([str(BIN / "ferkit"), "bench", "infer", "--fer-python", sys.executable], capture_output=True,
-                       text=True)
+    r = run_cli("bench", "infer", "--fer-python", sys.executable)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "import fer" in r.stderr
 
 
@@ -71,14 +62,11 @@ def test_bench_detect_on_real_faces(fer_zip):
 
 
 def test_bench_detect_cli(fer_zip):
-    r = subprocess.run([str(BIN / "ferkit"), "bench", "detect", "--data", str(fer_zip), "--faces", "12", "--detector",
-                        "haar", "--json"], capture_output=True, text=True)
+    r = run_cli("bench", "detect", "--data", fer_zip, "--faces", "12", "--detector", "haar", "--json")
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)["detectors"]
     assert [row["detector"] for row in rows] == ["haar"] and rows[0]["faces"] == 12
-    r = subprocess.run([str(BIN / "ferkit"), "bench", "detect", "--data", str(fer_zip), "--faces", "0"],
-                       capture_output=True, text=True)
+    r = run_cli("bench", "detect", "--data", fer_zip, "--faces", "0")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "at least 1" in r.stderr
-    r = subprocess.run([str(BIN / "ferkit"), "bench", "detect", "--data", str(fer_zip), "--detector", "dlib"],
-                       capture_output=True, text=True)
+    r = run_cli("bench", "detect", "--data", fer_zip, "--detector", "dlib")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "unknown face detector 'dlib'" in r.stderr

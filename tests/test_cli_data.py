@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import zipfile
 
 import pytest
 
-from conftest import csv_from_faces, real_faces
+from conftest import csv_from_faces, real_faces, run_cli
 from ferkit.cli import main
 
 FER_TRAIN = {"angry": 3995, "disgust": 436, "fear": 4097, "happy": 7215, "sad": 4830, "surprise": 3171,
              "neutral": 4965}
 FER_TEST = {"angry": 467, "disgust": 56, "fear": 496, "happy": 895, "sad": 653, "surprise": 415, "neutral": 607}
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ferkit.cli", *map(str, args)], capture_output=True, text=True)
 
 
 def test_inspect_fer2013_json(fer_zip, capsys):

@@ -8,17 +8,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import decode, real_faces
+from conftest import decode, real_faces, run_cli, run_main
 
-from ferkit.cli import main
 from ferkit.config import load_config
 from ferkit.errors import FerkitError
 from ferkit.evaluate import calibration, compute_metrics, evaluate, predict_proba
@@ -27,7 +24,6 @@ from ferkit.labels import FER2013
 from ferkit.train.augment import eval_transform
 from ferkit.train.trainer import train
 
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +46,6 @@ def faces(fer_zip) -> np.ndarray:
     """64 real PublicTest faces, uint8 (64, 48, 48)."""
     files = real_faces(fer_zip, 10, "test")
     return np.stack([decode(data) for cls in sorted(files) for _, data in files[cls]])[:64]
-
-
-def run_main(capsys, *args) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 # ---- metrics -------------------------------------------------------------------------------------------------
@@ -298,7 +288,6 @@ def test_checkpoint_whose_weights_do_not_fit_one_line_exit_2(runs, kaggle_folder
 
 
 def test_console_script_bad_tta_no_traceback(runs, kaggle_folder):
-    r = subprocess.run([BIN / "ferkit", "evaluate", runs["crop"], "--data", kaggle_folder, "--tta", "ten"],
-                       capture_output=True, text=True)
+    r = run_cli("evaluate", runs["crop"], "--data", kaggle_folder, "--tta", "ten")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     assert r.stderr.startswith("error: unknown TTA 'ten'")

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_kaggle_folder
+from conftest import run_cli, write_kaggle_folder
 
 from ferkit.evaluate import evaluate
 from ferkit.evaluate.predict import load_members, predict_proba
 from ferkit.export import ExportResult, export_onnx, read_onnx_meta
 from ferkit.export.onnx import PARITY_ATOL
 from ferkit.train.checkpoint import read_meta
-
-BIN = Path(sys.executable).parent
-
 
 @pytest.fixture(scope="module")
 def faces_dir(fer_zip, tmp_path_factory) -> Path:
@@ -28,8 +23,7 @@ def faces_dir(fer_zip, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def exported(faces_dir, tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("onnx")
-    r = subprocess.run([str(BIN / "ferkit"), "export", "default", "--onnx", str(out / "default.onnx"),
-                        "--calibration", str(faces_dir), "--json"], capture_output=True, text=True)
+    r = run_cli("export", "default", "--onnx", out / "default.onnx", "--calibration", faces_dir, "--json")
     assert r.returncode == 0, r.stderr
     fp32 = ExportResult(**json.loads(r.stdout))
     int8 = export_onnx("default", out / "default-int8.onnx", int8=True, calibration=faces_dir)
@@ -72,16 +66,15 @@ def test_int8_is_smaller_and_scores_like_fp32(exported, faces_dir):
 
 
 def test_export_cli_and_bad_inputs(exported, tmp_path):
-    run = lambda *a: subprocess.run([str(BIN / "ferkit"), *a], capture_output=True, text=True)  # noqa: E731
-    r = run("export", "default", "--onnx", str(tmp_path / "model.txt"))
+    r = run_cli("export", "default", "--onnx", str(tmp_path / "model.txt"))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "must end in .onnx" in r.stderr
-    r = run("export", "default", "--onnx", str(tmp_path / "missing" / "m.onnx"))
+    r = run_cli("export", "default", "--onnx", str(tmp_path / "missing" / "m.onnx"))
     assert r.returncode == 2 and "no such folder" in r.stderr
-    r = run("export", "nonexistent-run", "--onnx", str(tmp_path / "m.onnx"))
+    r = run_cli("export", "nonexistent-run", "--onnx", str(tmp_path / "m.onnx"))
     assert r.returncode == 2 and "no such checkpoint" in r.stderr
     assert not list(tmp_path.iterdir())
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not a model")
-    r = run("evaluate", str(broken), "--data", str(exported["fp32"].parent))
+    r = run_cli("evaluate", str(broken), "--data", str(exported["fp32"].parent))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not a readable ONNX model" in r.stderr
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import run_main
 
-from ferkit.cli import main
 from ferkit.errors import FerkitError
 from ferkit.infer import SAMPLE_PHOTO, Face, Recognizer, annotate, get_detector, list_detectors, process_video
 from ferkit.infer.crop import crop_face, square_box
@@ -58,10 +58,8 @@ def clip(tmp_path_factory) -> tuple[Path, list[list[tuple[int, int, int, int]]]]
     return path, regions
 
 
-def run_main(capsys, *args) -> tuple[int, str, str]:
-    code = main(["predict", *map(str, args)])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+def run_predict(capsys, *args) -> tuple[int, str, str]:
+    return run_main(capsys, "predict", *args)
 
 
 # ---- photos ----------------------------------------------------------------------------------------------------
@@ -92,7 +90,7 @@ def test_flip_tta_is_used_and_agrees(rec):
 
 def test_photo_without_face(rec, capsys):
     assert rec.predict(NO_FACE) == []
-    code, out, err = run_main(capsys, NO_FACE)
+    code, out, err = run_predict(capsys, NO_FACE)
     assert code == 0 and err == ""
     assert "coffee.jpg (300x200): no face found" in out
 
@@ -107,7 +105,7 @@ def test_predict_faces_on_crops(rec, tmp_path, capsys):
     assert faces[0].box == (0, 0, w, h)
     assert faces[0].emotions == pytest.approx(faces[1].emotions, abs=0.02)  # colour and gray read the same
     cv2.imwrite(str(tmp_path / "face.png"), crop)
-    code, out, _ = run_main(capsys, tmp_path / "face.png", "--no-detect", "--json")
+    code, out, _ = run_predict(capsys, tmp_path / "face.png", "--no-detect", "--json")
     result = json.loads(out)["results"][0]
     assert code == 0 and len(result["faces"]) == 1
     assert result["faces"][0]["box"] == [0, 0, w, h] and result["faces"][0]["emotion"] == "happy"
@@ -291,12 +289,12 @@ def test_video_tracks_with_blazeface(clip):
 
 def test_predict_cli_detect_every(clip, tmp_path, capsys):
     path, _ = clip
-    code, out, _ = run_main(capsys, path, "--detect-every", "1", "--json")
+    code, out, _ = run_predict(capsys, path, "--detect-every", "1", "--json")
     every_frame = json.loads(out)["results"][0]
-    code3, out3, _ = run_main(capsys, path, "--json")
+    code3, out3, _ = run_predict(capsys, path, "--json")
     assert code == code3 == 0
     assert every_frame["frames"] == json.loads(out3)["results"][0]["frames"]
-    code, _, err = run_main(capsys, path, "--detect-every", "0", "--out", tmp_path / "o")
+    code, _, err = run_predict(capsys, path, "--detect-every", "0", "--out", tmp_path / "o")
     assert code == 2 and err.count("\n") == 1 and "detect_every must be at least 1" in err
     assert not (tmp_path / "o").exists()
 
@@ -309,7 +307,7 @@ def test_predict_cli_writes_outputs(clip, tmp_path, capsys):
     (folder / "b_coffee.jpg").write_bytes(NO_FACE.read_bytes())
     (folder / "notes.txt").write_text("not a photo, left out of the folder's images")
     out = tmp_path / "out"
-    code, stdout, err = run_main(capsys, folder, path, "--out", out)
+    code, stdout, err = run_predict(capsys, folder, path, "--out", out)
     assert code == 0 and err == ""
     assert "a_astronaut.jpg (512x512): 1 face" in stdout and "b_coffee.jpg (300x200): no face found" in stdout
     assert "two_faces.mp4: 12 frames" in stdout
@@ -325,7 +323,7 @@ def test_predict_cli_writes_outputs(clip, tmp_path, capsys):
 
 
 def test_predict_json_schema(capsys):
-    code, out, _ = run_main(capsys, "sample", NO_FACE, "--json")
+    code, out, _ = run_predict(capsys, "sample", NO_FACE, "--json")
     assert code == 0
     d = json.loads(out)
     assert {"model", "backend", "tta", "labels", "detector", "results"} <= set(d)
@@ -341,7 +339,7 @@ def test_predict_json_schema(capsys):
 
 
 def test_predict_csv_rows(capsys):
-    code, out, _ = run_main(capsys, "sample", NO_FACE, "--csv")
+    code, out, _ = run_predict(capsys, "sample", NO_FACE, "--csv")
     rows = list(csv.DictReader(out.splitlines()))
     assert code == 0 and len(rows) == 1
     assert rows[0]["source"] == str(SAMPLE_PHOTO) and rows[0]["emotion"] == "happy"
@@ -388,7 +386,7 @@ def bad(tmp_path_factory) -> Path:
 def test_bad_input_is_one_line_and_writes_nothing(bad, monkeypatch, capsys, args, message):
     monkeypatch.chdir(bad)
     before = sorted(p.name for p in bad.iterdir())
-    code, out, err = run_main(capsys, *args, "--out", "results/run")
+    code, out, err = run_predict(capsys, *args, "--out", "results/run")
     assert code == 2
     assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
     assert "Traceback" not in err + out
@@ -397,13 +395,13 @@ def test_bad_input_is_one_line_and_writes_nothing(bad, monkeypatch, capsys, args
 
 def test_out_inside_a_file_is_one_line(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("not a folder")
-    code, _, err = run_main(capsys, "sample", "--out", tmp_path / "notes.txt" / "run")
+    code, _, err = run_predict(capsys, "sample", "--out", tmp_path / "notes.txt" / "run")
     assert code == 2 and err.count("\n") == 1 and "notes.txt is a file, not a folder" in err
 
 
 def test_out_folder_never_overwrites_an_input(tmp_path, capsys):
     (tmp_path / "astronaut.jpg").write_bytes(SAMPLE_PHOTO.read_bytes())
-    code, _, err = run_main(capsys, tmp_path, "--out", tmp_path)
+    code, _, err = run_predict(capsys, tmp_path, "--out", tmp_path)
     assert code == 2 and "astronaut.jpg is an input and would be overwritten" in err
     assert [p.name for p in tmp_path.iterdir()] == ["astronaut.jpg"]
     assert (tmp_path / "astronaut.jpg").read_bytes() == SAMPLE_PHOTO.read_bytes()

@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_kaggle_folder
+from conftest import run_main, write_kaggle_folder
 
-from ferkit.cli import main
 from ferkit.config import load_config
 from ferkit.evaluate import evaluate
 from ferkit.evaluate.gradcam import feature_layer, grad_cam
@@ -60,12 +59,6 @@ def made(runs, data, tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "report.html"
     report, html, md = make_report([runs["fernet"], runs["cbam"]], data, out, latency_repeats=3)
     return report, html, md
-
-
-def run_main(capsys, *args) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def metrics_rows(run: Path) -> list[dict[str, float]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
 from safetensors.torch import load_file
 
 from ferkit.config import load_config
@@ -62,7 +63,7 @@ def test_resume_after_sigkill_continues_exactly(fer_zip, tmp_path):
     cfg = tmp_path / "r.yaml"
     cfg.write_text("optim: {name: sgd, lr: 0.05, nesterov: true}\n")
     straight = tmp_path / "straight"
-    r = subprocess.run([BIN / "ferkit", "train", cfg, "--out", straight, *args], capture_output=True, text=True)
+    r = run_cli("train", cfg, "--out", straight, *args)
     assert r.returncode == 0, r.stderr
 
     killed = tmp_path / "killed"
@@ -74,7 +75,7 @@ def test_resume_after_sigkill_continues_exactly(fer_zip, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert len(rows(killed)) < 3
-    r = subprocess.run([BIN / "ferkit", "train", "--resume", killed], capture_output=True, text=True)
+    r = run_cli("train", "--resume", killed)
     assert r.returncode == 0, r.stderr
     a, b = rows(straight), rows(killed)
     assert [x["epoch"] for x in b] == ["1", "2", "3"]
@@ -135,10 +136,6 @@ def test_made_validation_split_is_recorded(fer_zip, tmp_path):
     train(cfg, tmp_path / "run")
     lines = (tmp_path / "run" / "splits.csv").read_text().splitlines()
     assert lines[0] == "split,path,label" and any(l.startswith("val,train/") for l in lines)
-
-
-def run_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([BIN / "ferkit", *map(str, args)], capture_output=True, text=True)
 
 
 @pytest.mark.parametrize("args, message", [
