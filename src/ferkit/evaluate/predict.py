@@ -86,6 +86,19 @@ def tta_views(x: torch.Tensor, size: int, tta: str) -> list[torch.Tensor]:
     return [centre, TF.horizontal_flip(centre)] if tta == "flip" else [centre]
 
 
+def face_tensor(images: np.ndarray, meta: dict[str, Any], device: str | torch.device = "cpu") -> torch.Tensor:
+    """uint8 faces (N, S, S) -> float (N, 1, F, F) in [0, 1] on ``device``, at the model's face size F (its meta's
+    ``input.face_size``), before cropping. The bytes travel to the device before the conversion to float."""
+    faces = resize_faces(np.ascontiguousarray(images, dtype=np.uint8), int(meta["input"]["face_size"]))
+    return torch.from_numpy(faces).to(device).unsqueeze(1).float().div_(255)
+
+
+def model_view(images: np.ndarray, meta: dict[str, Any]) -> torch.Tensor:
+    """uint8 faces (N, S, S) -> the model's validation view (N, 1, size, size) in [0, 1], as ``predict_proba``
+    sees them without test-time augmentation."""
+    return tta_views(face_tensor(images, meta), int(meta["input"]["size"]), "none")[0]
+
+
 @torch.no_grad()
 def model_proba(model: torch.nn.Module, meta: dict[str, Any], images: np.ndarray, tta: str = "none",
                 batch_size: int = 256) -> np.ndarray:
@@ -94,13 +107,12 @@ def model_proba(model: torch.nn.Module, meta: dict[str, Any], images: np.ndarray
     inp = meta["input"]
     if inp.get("channels", 1) != 1:
         raise FerkitError(f"the model takes {inp['channels']}-channel input; ferkit evaluates gray faces only")
-    faces = resize_faces(np.ascontiguousarray(images, dtype=np.uint8), int(inp["face_size"]))
     size = int(inp["size"])
     device = next(model.parameters(), torch.empty(0)).device  # an OnnxModel has no parameters: CPU
     model.eval()
-    out = np.empty((len(faces), len(meta["labels"])), np.float32)
-    for start in range(0, len(faces), batch_size):
-        x = torch.from_numpy(faces[start:start + batch_size]).to(device).unsqueeze(1).float().div_(255)  # (B,1,S,S)
+    out = np.empty((len(images), len(meta["labels"])), np.float32)
+    for start in range(0, len(images), batch_size):
+        x = face_tensor(images[start:start + batch_size], meta, device)  # (B, 1, F, F)
         views = tta_views(x, size, tta)
         # Views run one by one so memory stays that of one batch whatever the TTA.
         probs = sum(model(v).float().softmax(1) for v in views) / len(views)  # (B, C)

@@ -131,11 +131,9 @@ def _quantize(src: Path, dst: Path, faces: np.ndarray, meta: dict[str, Any]) -> 
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from ferkit.evaluate.predict import tta_views
+    from ferkit.evaluate.predict import model_view
 
-    size = int(meta["input"]["size"])
-    x = torch.from_numpy(faces).unsqueeze(1).float().div_(255)  # (N, 1, S, S)
-    batches = [tta_views(b, size, "none")[0].numpy() for b in x.split(32)]
+    batches = [model_view(faces[i:i + 32], meta).numpy() for i in range(0, len(faces), 32)]
 
     class Reader(CalibrationDataReader):
         def __init__(self):

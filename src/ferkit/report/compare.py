@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ferkit.evaluate import Evaluation, score
 from ferkit.evaluate.gradcam import GradCam, grad_cam
-from ferkit.evaluate.predict import check_tta, load_members, resize_faces, tta_views
+from ferkit.evaluate.predict import check_tta, load_members, model_view
 from ferkit.report.cost import LATENCY_REPEATS, ModelCost, measure_costs
 from ferkit.report.runs import RunSource, best_row, resolve_runs
 
@@ -114,14 +114,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def model_view(images: np.ndarray, meta: dict[str, Any]) -> torch.Tensor:
-    """uint8 faces (N, S, S) -> the model's validation view (N, 1, size, size) in [0, 1], as `predict_proba` sees
-    them without test-time augmentation."""
-    faces = resize_faces(np.ascontiguousarray(images, np.uint8), int(meta["input"]["face_size"]))
-    x = torch.from_numpy(faces).unsqueeze(1).float().div_(255)  # (N, 1, S, S)
-    return tta_views(x, int(meta["input"]["size"]), "none")[0]  # (N, 1, size, size)
 
 
 def pick_samples(y: np.ndarray, probs: np.ndarray, k: int = SAMPLES, seed: int = SEED) -> np.ndarray:
