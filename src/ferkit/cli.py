@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from ferkit.errors import FerkitError
@@ -187,6 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def new_table(title: str, columns: Sequence[str], left: Collection[str]):
+    """A rich table with ``columns``: those in ``left`` (text) left-aligned, the others (numbers) right-aligned."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="left" if col in left else "right")
+    return table
+
+
 def add_cache_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", metavar="DIR", help="decoded-dataset cache (default: $FERKIT_CACHE or ~/.cache/ferkit)")
 
@@ -326,7 +337,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
     console = Console()
     if ev.excluded_classes:
@@ -336,9 +346,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         console.print(f"not in the data: {', '.join(ev.absent_classes)} (support 0; predicting them counts as an "
                       "error, and their F1 of 0 is in the macro average)", highlight=False)
     names = ", ".join(Path(c).parent.name if Path(c).stem == "best" else Path(c).name for c in ev.checkpoints)
-    table = Table(title=escape(f"{names} on {Path(ev.data).name}, {ev.split} split, TTA {ev.tta}"))
-    for col in ("class", "precision", "recall", "F1", "support"):
-        table.add_column(col, justify="left" if col == "class" else "right")
+    table = new_table(escape(f"{names} on {Path(ev.data).name}, {ev.split} split, TTA {ev.tta}"),
+                      ("class", "precision", "recall", "F1", "support"), left=("class",))
     for name, s in ev.per_class.items():
         table.add_row(name, f"{s.precision:.3f}", f"{s.recall:.3f}", f"{s.f1:.3f}", f"{s.support:,}")
     table.add_section()
@@ -401,7 +410,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def print_predictions(run) -> None:
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
     from ferkit.infer import PhotoResult
 
@@ -412,9 +420,9 @@ def print_predictions(run) -> None:
             if not r.faces:
                 console.print(f"{name} ({r.width}x{r.height}): no face found", highlight=False)
                 continue
-            table = Table(title=f"{name} ({r.width}x{r.height}): {len(r.faces)} face{'s' * (len(r.faces) > 1)}")
-            for col in ("face", "box (x, y, w, h)", "emotion", "probability", "next"):
-                table.add_column(col, justify="right" if col in ("face", "probability") else "left")
+            table = new_table(f"{name} ({r.width}x{r.height}): {len(r.faces)} face{'s' * (len(r.faces) > 1)}",
+                              ("face", "box (x, y, w, h)", "emotion", "probability", "next"),
+                              left=("box (x, y, w, h)", "emotion", "next"))
             for i, f in enumerate(r.faces, 1):
                 (top, p1), (second, p2) = sorted(f.emotions.items(), key=lambda kv: -kv[1])[:2]
                 table.add_row(str(i), ", ".join(map(str, f.box)), top, f"{p1:.1%}", f"{second} {p2:.1%}")
@@ -423,9 +431,9 @@ def print_predictions(run) -> None:
             if not r.tracks:
                 console.print(f"{head}; no face found", highlight=False)
                 continue
-            table = Table(title=f"{head}; {len(r.tracks)} tracked face{'s' * (len(r.tracks) > 1)}")
-            for col in ("track", "seen (s)", "frames", "dominant emotion", "mean probability"):
-                table.add_column(col, justify="left" if col == "dominant emotion" else "right")
+            table = new_table(f"{head}; {len(r.tracks)} tracked face{'s' * (len(r.tracks) > 1)}",
+                              ("track", "seen (s)", "frames", "dominant emotion", "mean probability"),
+                              left=("dominant emotion",))
             for t in r.tracks:
                 table.add_row(f"#{t.track_id}", f"{t.start_s:.1f}-{t.end_s:.1f}", str(t.frames), t.emotion,
                               f"{t.emotions[t.emotion]:.1%}")
@@ -448,7 +456,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_bench_train(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     from ferkit.bench.train import bench_train
     from ferkit.train.trainer import native_bf16
@@ -459,10 +466,9 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
 
     where = (torch.cuda.get_device_name() if torch.cuda.is_available() else
              f"CPU, {torch.get_num_threads()} threads, native bf16: {native_bf16(torch.device('cpu'))}")
-    table = Table(title=f"training speed: {args.model}, batch {args.batch_size}, {args.rounds} rounds of "
-                  f"{args.batches} batches, {where}")
-    for col in ("variant", "settings", "images/s", "vs naive", "data wait"):
-        table.add_column(col, justify="left" if col in ("variant", "settings") else "right")
+    table = new_table(f"training speed: {args.model}, batch {args.batch_size}, {args.rounds} rounds of "
+                      f"{args.batches} batches, {where}", ("variant", "settings", "images/s", "vs naive", "data wait"),
+                      left=("variant", "settings"))
     for r in rows:
         table.add_row(r.variant, r.settings, f"{r.images_per_s:.0f}", f"{r.ratio:.2f}x", f"{r.data_share:.1%}")
     Console(width=140).print(table)
@@ -471,7 +477,6 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
 
 def cmd_bench_infer(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     from ferkit.bench.infer import bench_infer
 
@@ -487,10 +492,8 @@ def cmd_bench_infer(args: argparse.Namespace) -> int:
     for title, rows, extra in [("classification", res.classification, "faces/s at batch 64"),
                                ("face detection", res.detection, None),
                                ("end to end", res.end_to_end, "video FPS 640x480")]:
-        table = Table(title=title)
-        for col in ("pipeline", "settings", rows[0].unit if rows else "", "speed vs first row", extra):
-            if col is not None:
-                table.add_column(col, justify="left" if col in ("pipeline", "settings") else "right")
+        columns = ["pipeline", "settings", rows[0].unit if rows else "", "speed vs first row"]
+        table = new_table(title, columns + [extra] if extra else columns, left=("pipeline", "settings"))
         for r in rows:
             cells = [r.name, r.settings, f"{r.value:.2f}", f"{r.ratio:.2f}x"]
             if extra:
@@ -505,7 +508,6 @@ def cmd_bench_infer(args: argparse.Namespace) -> int:
 
 def cmd_bench_detect(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     from ferkit.bench.detect import bench_detect
 
@@ -513,11 +515,11 @@ def cmd_bench_detect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"detectors": [r.to_dict() for r in rows], "notes": notes}, indent=2))
         return 0
-    table = Table(title=f"face detectors on {rows[0].faces if rows else 0} {args.split} faces of {args.data}, "
-                  f"model {args.model}")
-    for col in ("detector", "found", "box side / crop side", "box centre below crop centre",
-                "accuracy, dataset crops", "accuracy, detector crops", "ms per 432x432 image"):
-        table.add_column(col, justify="left" if col == "detector" else "right")
+    table = new_table(f"face detectors on {rows[0].faces if rows else 0} {args.split} faces of {args.data}, "
+                      f"model {args.model}", ("detector", "found", "box side / crop side",
+                                              "box centre below crop centre", "accuracy, dataset crops",
+                                              "accuracy, detector crops", "ms per 432x432 image"),
+                      left=("detector",))
     for r in rows:
         table.add_row(r.detector, f"{r.found:.1%}", f"{r.side:.3f}", f"{r.below:+.3f}",
                       f"{r.accuracy_dataset_crops:.4f}", f"{r.accuracy_detector_crops:.4f}", f"{r.ms_per_image:.1f}")
@@ -548,13 +550,11 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 def cmd_list_models(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     from ferkit.models import count_parameters, list_models
 
-    table = Table(title="ferkit models")
-    for col in ("name", "family", "parameters", "input", "ImageNet weights", "description"):
-        table.add_column(col, justify="right" if col == "parameters" else "left")
+    table = new_table("ferkit models", ("name", "family", "parameters", "input", "ImageNet weights", "description"),
+                      left=("name", "family", "input", "ImageNet weights", "description"))
     for spec in list_models():
         params = count_parameters(spec.name)
         table.add_row(spec.name, spec.family, f"{params / 1e6:.2f}M", f"{spec.input_size}px",
