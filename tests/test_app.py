@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from ferkit.infer import SAMPLE_PHOTO
-from ferkit.train.checkpoint import default_model_path
+from ferkit.models.weights import WEIGHTS
 
 CHROMIUM = Path("/usr/bin/chromium")
 START_TIMEOUT_S = 90
@@ -51,7 +51,7 @@ def app_url(tmp_path_factory):
     root = tmp_path_factory.mktemp("app")
     models = root / "models"
     (models / "run1").mkdir(parents=True)
-    shutil.copy(default_model_path(), models / "run1" / "best.safetensors")
+    shutil.copy(WEIGHTS["default"].path, models / "run1" / "best.safetensors")
     port, log = free_port(), root / "server.log"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "ferkit.cli", "app", "--port", str(port),
@@ -256,7 +256,8 @@ def test_cli_refuses_what_it_cannot_serve(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         taken = run_cli("--port", str(busy.getsockname()[1]))
-    for r, words in ((missing, "no such folder"), (wrong, "give 'default', a run directory"), (taken, "is in use")):
+    for r, words in ((missing, "no such folder"), (wrong, "give a shipped model's name, a run directory"),
+                     (taken, "is in use")):
         assert r.returncode == 2 and r.stderr.startswith("error: ") and words in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
@@ -309,16 +310,20 @@ def test_models_folder_offers_checkpoints_and_onnx_files(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from ferkit.app.models import DEFAULT_CHOICE, find_models, model_choices
+    from ferkit.app.models import SHIPPED_CHOICES, find_models, model_choices
 
     (tmp_path / "runs" / "a").mkdir(parents=True)
-    shutil.copy(default_model_path(), tmp_path / "runs" / "a" / "best.safetensors")
+    shutil.copy(WEIGHTS["default"].path, tmp_path / "runs" / "a" / "best.safetensors")
     save_file({"w": torch.zeros(2)}, str(tmp_path / "runs" / "imagenet.safetensors"))  # weights not from ferkit
     (tmp_path / "export.onnx").write_bytes(b"onnx")
     (tmp_path / "notes.txt").write_text("hi")
     found = find_models(str(tmp_path))
     assert [c.label for c in found] == ["export.onnx", "runs/a/best.safetensors"]
     choices, problem = model_choices(None, str(tmp_path))
-    assert choices[0] == DEFAULT_CHOICE and len(choices) == 3 and problem is None
+    assert choices[:2] == SHIPPED_CHOICES and len(choices) == 4 and problem is None
+    assert [c.source for c in SHIPPED_CHOICES] == ["default", "fer2013"]
+    choices, problem = model_choices("fer2013", None)
+    assert [c.source for c in choices] == ["fer2013", "default"]  # the start model first
     choices, problem = model_choices(str(tmp_path / "export.onnx"), str(tmp_path / "nowhere"))
-    assert [c.label for c in choices] == ["export.onnx", DEFAULT_CHOICE.label] and "no such folder" in problem
+    assert [c.label for c in choices] == ["export.onnx", *(c.label for c in SHIPPED_CHOICES)]
+    assert "no such folder" in problem

@@ -279,7 +279,7 @@ def test_bad_input_one_line_exit_2(runs, kaggle_folder, tmp_path, capsys, make_a
 
 
 def test_checkpoint_whose_weights_do_not_fit_one_line_exit_2(runs, kaggle_folder, tmp_path, capsys):
-    from ferkit.train.checkpoint import save_checkpoint
+    from ferkit.models.checkpoint import save_checkpoint
 
     (model, meta), = load_members([runs["crop"]])
     bad = save_checkpoint(tmp_path / "bad.safetensors", model, {**meta, "kwargs": {**meta["kwargs"], "width": 16}})

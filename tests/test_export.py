@@ -13,7 +13,7 @@ from ferkit.evaluate import evaluate
 from ferkit.evaluate.predict import load_members, predict_proba
 from ferkit.export import ExportResult, export_onnx, read_onnx_meta
 from ferkit.export.onnx import PARITY_ATOL
-from ferkit.train.checkpoint import read_meta
+from ferkit.models.checkpoint import read_meta
 
 @pytest.fixture(scope="module")
 def faces_dir(fer_zip, tmp_path_factory) -> Path:

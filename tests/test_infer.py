@@ -24,7 +24,7 @@ from ferkit.infer import SAMPLE_PHOTO, Face, Recognizer, annotate, get_detector,
 from ferkit.infer.crop import crop_face, square_box
 from ferkit.infer.detect import reframe, weighted_nms
 from ferkit.infer.video import TIMELINE_COLUMNS, iou
-from ferkit.train.checkpoint import read_meta
+from ferkit.models.checkpoint import read_meta
 
 DATA = Path(__file__).parent / "data"
 NO_FACE = DATA / "coffee.jpg"

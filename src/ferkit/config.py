@@ -60,6 +60,14 @@ class AugmentConfig:
     erasing: float | None = None  # probability of random erasing per image
     mixup: float | None = None  # Beta(alpha, alpha) mixup; 0 = off
     cutmix: float | None = None  # Beta(alpha, alpha) cutmix; 0 = off
+    # What detectors and real photos do to a face (``fer_robust``):
+    scale: list[float] | None = None  # framing: window side / face side, log-uniform in [lo, hi] (1 = as trained)
+    aspect: float | None = None  # framing: width / height factor, log-uniform in [1 / (1 + a), 1 + a]
+    blur: float | None = None  # probability of a blur: Gaussian, or down- and up-scaling
+    jpeg: float | None = None  # probability of JPEG re-compression at a quality in [20, 90]
+    gamma: float | None = None  # gamma log-uniform in [1 / (1 + g), 1 + g]
+    contrast: float | None = None  # factor uniform in [1 - c, 1 + c] about each image's mean
+    noise: float | None = None  # Gaussian noise with a standard deviation uniform in [0, noise] (of the [0, 1] range)
 
 
 @dataclass

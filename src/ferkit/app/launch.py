@@ -40,14 +40,16 @@ def check_app_installed() -> None:
 
 
 def check_model(model: str) -> str:
-    """``default``, a run directory or a .safetensors / .onnx file; returns it as the app will load it."""
-    from ferkit.train.checkpoint import DEFAULT_MODEL, resolve_checkpoint
+    """A shipped model's name, a run directory or a .safetensors / .onnx file; returns it as the app will load it."""
+    from ferkit.models.checkpoint import resolve_checkpoint
+    from ferkit.models.weights import WEIGHTS
 
-    if model == DEFAULT_MODEL:
+    if model in WEIGHTS:
         return model
     path = resolve_checkpoint(model)
     if path.suffix.lower() not in MODEL_SUFFIXES:
-        raise FerkitError(f"--model {model}: give 'default', a run directory, or a .safetensors or .onnx file")
+        raise FerkitError(f"--model {model}: give a shipped model's name, a run directory, or a .safetensors or "
+                          ".onnx file")
     return str(path.resolve())
 
 

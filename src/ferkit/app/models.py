@@ -1,4 +1,4 @@
-"""The models the app offers (the shipped one, the one it was started with, those found in a folder) and the
+"""The models the app offers (the shipped ones, the one it was started with, those found in a folder) and the
 Recognizers it keeps loaded."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import streamlit as st
 from ferkit.app.launch import MODEL_SUFFIXES
 from ferkit.errors import FerkitError
 from ferkit.infer import Recognizer
-from ferkit.train.checkpoint import DEFAULT_MODEL, is_onnx, read_meta
+from ferkit.models.checkpoint import is_onnx, read_meta
+from ferkit.models.weights import WEIGHTS
 
 MAX_FOUND_MODELS = 200  # a models folder pointed at a home directory must not scan for minutes
 
@@ -24,7 +25,7 @@ class ModelChoice:
     source: str
 
 
-DEFAULT_CHOICE = ModelChoice("default (shipped with ferkit)", DEFAULT_MODEL)
+SHIPPED_CHOICES = [ModelChoice(f"{w.name} (shipped with ferkit: {w.summary})", w.name) for w in WEIGHTS.values()]
 
 
 def is_model_file(path: Path) -> bool:
@@ -55,8 +56,10 @@ def find_models(folder: str) -> list[ModelChoice]:
 
 def model_choices(start_model: str | None, folder: str | None) -> tuple[list[ModelChoice], str | None]:
     """Every model to offer, the start model first, and a message when the folder cannot be searched."""
-    choices = [DEFAULT_CHOICE]
-    if start_model is not None and start_model != DEFAULT_MODEL:
+    choices = list(SHIPPED_CHOICES)
+    if start_model in WEIGHTS:  # the start model first
+        choices.sort(key=lambda c: c.source != start_model)
+    elif start_model is not None:
         choices.insert(0, ModelChoice(Path(start_model).name, start_model))
     problem = None
     if folder:

@@ -42,8 +42,8 @@ def evaluate(checkpoint: str | Path, data: str | Path, split: str = "test", tta:
     ten-crop for the shipped default model) or none. ``progress`` shows a bar while a dataset is decoded for the first time.
     """
     from ferkit.evaluate.labels import ensemble_orders
-    from ferkit.train.checkpoint import resolve_checkpoint
-    from ferkit.train.trainer import resolve_device
+    from ferkit.models.checkpoint import resolve_checkpoint
+    from ferkit.device import resolve_device
 
     start = time.perf_counter()
     if tta is not None:

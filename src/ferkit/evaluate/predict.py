@@ -44,7 +44,7 @@ def load_members(paths: Sequence[str | Path], device: str | torch.device = "cpu"
     from safetensors import SafetensorError
 
     from ferkit.export import load_onnx
-    from ferkit.train.checkpoint import is_onnx, load_checkpoint
+    from ferkit.models.checkpoint import is_onnx, load_checkpoint
 
     members = []
     for path in paths:

@@ -1,5 +1,6 @@
-"""ONNX export and the onnxruntime backend."""
+"""ONNX export, the onnxruntime backend, and shipping a checkpoint as a named model."""
 
 from ferkit.export.onnx import ExportResult, OnnxModel, cached_onnx, export_onnx, load_onnx, read_onnx_meta
+from ferkit.export.ship import ship
 
-__all__ = ["ExportResult", "OnnxModel", "cached_onnx", "export_onnx", "load_onnx", "read_onnx_meta"]
+__all__ = ["ExportResult", "OnnxModel", "cached_onnx", "export_onnx", "load_onnx", "read_onnx_meta", "ship"]

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ferkit.errors import FerkitError
-from ferkit.train.checkpoint import META_KEY, is_onnx, load_checkpoint, resolve_checkpoint
+from ferkit.models.checkpoint import META_KEY, is_onnx, load_checkpoint, resolve_checkpoint
 
 INPUT_NAME, OUTPUT_NAME = "faces", "logits"
 PARITY_ATOL = 1e-4  # largest |p_onnx - p_torch| accepted for an fp32 export (probabilities)

@@ -7,7 +7,7 @@ A classifier is loaded by backend name from ``BACKENDS``. ``torch`` runs checkpo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,20 +15,38 @@ import numpy as np
 
 from ferkit.errors import FerkitError
 from ferkit.evaluate.predict import Member, check_tta, load_members, predict_proba
-from ferkit.train.checkpoint import is_onnx, resolve_checkpoint
+from ferkit.labels import canonical
+from ferkit.models.checkpoint import is_onnx, resolve_checkpoint
 
 @dataclass
 class Classifier:
-    """Loaded model(s) plus the TTA to apply; ``predict`` runs one batch for all the faces it is given."""
+    """Loaded model(s) plus the TTA to apply; ``predict`` runs one batch for all the faces it is given.
+
+    ``classes`` restricts the answers to some of the model's labels (an app that never needs contempt, say): the
+    other columns are dropped and the rest renormalised to sum to 1.
+    """
 
     members: list[Member]
     tta: str
     backend: str
     model: str  # the file the weights came from
+    classes: list[str] | None = None  # None: every label of the model
+
+    def __post_init__(self) -> None:
+        if self.classes is None:
+            return
+        model_labels = list(self.members[0][1]["labels"])
+        wanted = [canonical(c) for c in self.classes]
+        unknown = [c for c in wanted if c not in model_labels]
+        if unknown or len(wanted) < 2 or len(set(wanted)) != len(wanted):
+            what = (f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not among them" if unknown
+                    else "give at least two different ones")
+            raise FerkitError(f"classes: the model answers {', '.join(model_labels)}; {what}")
+        self.classes = [c for c in model_labels if c in wanted]  # the model's order
 
     @property
     def labels(self) -> list[str]:
-        return list(self.members[0][1]["labels"])
+        return list(self.classes or self.members[0][1]["labels"])
 
     @property
     def face_size(self) -> int:
@@ -39,7 +57,12 @@ class Classifier:
         """uint8 faces (N, face_size, face_size) -> probabilities (N, C) in ``labels`` order."""
         if not len(faces):
             return np.zeros((0, len(self.labels)), np.float32)
-        return predict_proba(self.members, faces, self.tta)
+        probs = predict_proba(self.members, faces, self.tta)  # (N, C) in the model's order
+        if self.classes is None:
+            return probs
+        model_labels = list(self.members[0][1]["labels"])
+        probs = probs[:, [model_labels.index(c) for c in self.classes]]  # (N, K)
+        return probs / np.maximum(probs.sum(1, keepdims=True), np.finfo(np.float32).tiny)
 
 
 def _cached_onnx(model: str | Path) -> Path:
@@ -55,10 +78,13 @@ BACKENDS: dict[str, Callable[[str | Path], Path]] = {
 }
 
 
-def load_classifier(model: str | Path = "default", backend: str | None = None, tta: str = "none") -> Classifier:
-    """The classifier for ``model`` ('default', a run directory, a .safetensors checkpoint or a .onnx export).
+def load_classifier(model: str | Path = "default", backend: str | None = None, tta: str = "none",
+                    classes: Sequence[str] | None = None) -> Classifier:
+    """The classifier for ``model`` (a shipped model's name, a run directory, a .safetensors checkpoint or a .onnx
+    export).
 
     ``backend`` None picks onnxruntime for .onnx files and torch otherwise. ``tta``: none, flip or tencrop.
+    ``classes``: answer only these of the model's labels, probabilities renormalised (None: all).
     """
     check_tta(tta)
     onnx = is_onnx(model)
@@ -70,4 +96,4 @@ def load_classifier(model: str | Path = "default", backend: str | None = None, t
         raise FerkitError(f"{model} is an ONNX export and runs on the onnxruntime backend, not {backend}; "
                           "leave out the backend or give a .safetensors checkpoint")
     path = BACKENDS[backend](model)
-    return Classifier(load_members([path]), tta, backend, str(path))
+    return Classifier(load_members([path]), tta, backend, str(path), list(classes) if classes is not None else None)

@@ -186,7 +186,7 @@ def compare_runs(specs: Sequence[str | Path], data: str | Path, split: str = "te
     """
     from ferkit.data import scan_dataset
     from ferkit.data.inspect import describe
-    from ferkit.train.trainer import resolve_device
+    from ferkit.device import resolve_device
 
     if tta is not None:
         check_tta(tta)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ferkit.train.checkpoint import file_size_mb
+from ferkit.models.checkpoint import file_size_mb
 
 LATENCY_WARMUP = 5  # untimed forward passes first: allocator and oneDNN kernel selection settle
 LATENCY_REPEATS = 30  # timed batch-1 forward passes; the median is reported

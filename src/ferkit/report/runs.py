@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ferkit.errors import FerkitError
-from ferkit.train.checkpoint import BEST, DEFAULT_MODEL, LAST, default_model_path
-from ferkit.train.trainer import CONFIG_FILE
+from ferkit.models.checkpoint import BEST, CONFIG_FILE, LAST
+from ferkit.models.weights import WEIGHTS
 
 METRICS_FILE = "metrics.csv"
 METRICS_SUFFIX = "_metrics.csv"  # <checkpoint stem>_metrics.csv beside a checkpoint file holds its training curves
@@ -26,14 +26,14 @@ class RunSource:
 
 
 def resolve_run(spec: str | Path) -> RunSource:
-    """``default`` (the shipped model), a run directory (``config.yaml`` and ``best.safetensors``) or a checkpoint.
+    """A shipped model's name, a run directory (``config.yaml`` and ``best.safetensors``) or a checkpoint.
 
     A checkpoint file's history is ``<stem>_metrics.csv`` beside it, or its run directory's ``metrics.csv`` when the
     file is a run's ``best`` / ``last`` checkpoint.
     """
-    if str(spec) == DEFAULT_MODEL:
-        ckpt = default_model_path()
-        return _with_history(RunSource(DEFAULT_MODEL, ckpt, ckpt.with_name(f"{ckpt.stem}{METRICS_SUFFIX}")))
+    if str(spec) in WEIGHTS:
+        shipped = WEIGHTS[str(spec)]
+        return _with_history(RunSource(shipped.name, shipped.path, shipped.metrics_file))
     path = Path(spec).expanduser()
     if path.is_dir():
         ckpt = path / f"{BEST}.safetensors"
@@ -46,7 +46,7 @@ def resolve_run(spec: str | Path) -> RunSource:
         path = path.with_suffix(".safetensors")
     if not path.is_file():
         raise FerkitError(f"{spec}: no such run or checkpoint; give a run directory, a .safetensors checkpoint "
-                          "or 'default'")
+                          "or a shipped model's name")
     if path.suffix != ".safetensors":
         raise FerkitError(f"{path}: not a checkpoint (expected a .safetensors file or a run directory)")
     beside = path.with_name(f"{path.stem}{METRICS_SUFFIX}")
@@ -74,7 +74,7 @@ def _with_history(run: RunSource) -> RunSource:
 def resolve_runs(specs: list[str | Path]) -> list[RunSource]:
     """Every run resolved before any work starts; repeated names get their path added to tell them apart."""
     if not specs:
-        raise FerkitError("give at least one run directory, checkpoint or 'default' to report on")
+        raise FerkitError("give at least one run directory, checkpoint or shipped model's name to report on")
     runs = [resolve_run(s) for s in specs]
     names = [r.name for r in runs]
     for run, spec in zip(runs, specs):

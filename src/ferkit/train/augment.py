@@ -39,18 +39,29 @@ PRESETS: dict[str, dict] = {
     "fer_strong": dict(crop=40, hflip=True, rotation=10.0, erasing=0.25, mixup=0.2),
     # TrivialAugmentWide (one random op of random strength per image, nothing to tune) and flip.
     "trivial": dict(trivial=True, hflip=True),
+    # Faces as detectors and real photos give them: framing 0.75-1.3x FER-2013's, shifted, turned, stretched;
+    # blurred or down- and up-scaled, JPEG down to quality 20, gamma / contrast / brightness, sensor noise.
+    "fer_robust": dict(crop=40, hflip=True, rotation=15.0, shift=0.08, scale=[0.75, 1.3], aspect=0.1, blur=0.25,
+                       jpeg=0.25, gamma=0.4, contrast=0.4, brightness=0.3, noise=0.03, erasing=0.25, mixup=0.2),
 }
 
 # What a field left unset by both the user and the preset means.
 OFF = dict(rotation=0.0, shift=0.0, shear=0.0, zoom=0.0, hflip=False, brightness=0.0, fill="nearest", crop=0,
-           trivial=False, erasing=0.0, mixup=0.0, cutmix=0.0)
+           trivial=False, erasing=0.0, mixup=0.0, cutmix=0.0, scale=[1.0, 1.0], aspect=0.0, blur=0.0, jpeg=0.0,
+           gamma=0.0, contrast=0.0, noise=0.0)
 
 # Keras fill mode -> grid_sample padding mode ("nearest" repeats the edge, "constant" pads with black).
 FILLS = {"nearest": "border", "constant": "zeros"}
 
 # Upper bounds past which a field stops meaning anything (a zoom of 1 can draw a scale of 0).
 _MAX = dict(rotation=(180.0, True), shift=(1.0, True), shear=(90.0, False), zoom=(1.0, False),
-            brightness=(1.0, True), erasing=(1.0, True))
+            brightness=(1.0, True), erasing=(1.0, True), blur=(1.0, True), jpeg=(1.0, True), contrast=(1.0, True),
+            noise=(1.0, True))
+
+# Degradations: Gaussian blur sigma (pixels), down-scaling factor before scaling back up, JPEG quality.
+BLUR_SIGMA = (0.4, 1.2)
+DOWNSCALE = (0.45, 0.85)
+JPEG_QUALITY = (20, 90)
 
 # torchvision RandomErasing's defaults: erased area fraction, aspect ratio range and attempts per image.
 ERASE_SCALE = (0.02, 0.33)
@@ -73,7 +84,8 @@ def resolve(cfg: AugmentConfig) -> AugmentConfig:
 
 
 def _check(cfg: AugmentConfig) -> None:
-    for name in ("rotation", "shift", "shear", "zoom", "brightness", "crop", "erasing", "mixup", "cutmix"):
+    for name in ("rotation", "shift", "shear", "zoom", "brightness", "crop", "erasing", "mixup", "cutmix", "aspect",
+                 "blur", "jpeg", "gamma", "contrast", "noise"):
         value = getattr(cfg, name)
         if value < 0:
             raise FerkitError(f"augment.{name} is {value}; it must be 0 (off) or positive")
@@ -82,6 +94,8 @@ def _check(cfg: AugmentConfig) -> None:
             if value > limit or (value == limit and not inclusive):
                 bound = f"at most {limit:g}" if inclusive else f"below {limit:g}"
                 raise FerkitError(f"augment.{name} is {value}; it must be {bound}")
+    if len(cfg.scale) != 2 or not 0 < cfg.scale[0] <= cfg.scale[1]:
+        raise FerkitError(f"augment.scale is {cfg.scale}; it must be [lo, hi] with 0 < lo <= hi, e.g. [0.75, 1.3]")
     if cfg.fill not in FILLS:
         raise FerkitError(f"unknown augment.fill {cfg.fill!r}; choose one of: {', '.join(FILLS)}")
 
@@ -89,8 +103,10 @@ def _check(cfg: AugmentConfig) -> None:
 class BatchAugment:
     """Per-sample random augmentation of a uint8 batch (B, 1, H, W), with soft targets (B, C) out.
 
-    Order: TrivialAugmentWide (uint8, per image) -> affine (rotation, shift, shear, zoom, flip) -> random crop ->
-    brightness -> random erasing -> mixup or cutmix (one of them per batch when both are on).
+    Order: TrivialAugmentWide (uint8, per image) -> affine (rotation, shift, shear, zoom, framing scale and aspect,
+    flip) -> random crop -> gamma, contrast, brightness -> noise -> JPEG -> blur -> random erasing -> mixup or cutmix
+    (one of them per batch when both are on). Lighting and noise come before JPEG and blur, as in a camera whose
+    photo is compressed and then shrunk to a face crop.
     """
 
     def __init__(self, cfg: AugmentConfig, image_size: int, num_classes: int):
@@ -102,7 +118,8 @@ class BatchAugment:
         self.num_classes = num_classes
         self.out_size = self.cfg.crop or image_size
         c = self.cfg
-        self._affine = bool(c.rotation or c.shift or c.shear or c.zoom)
+        self._framing = c.scale != [1.0, 1.0] or bool(c.aspect)
+        self._affine = bool(c.rotation or c.shift or c.shear or c.zoom) or self._framing
         self._trivial = None
         if c.trivial:
             from torchvision.transforms import v2
@@ -128,9 +145,14 @@ class BatchAugment:
             x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
         if c.crop:
             x = self._random_crop(x, rng)
-        if c.brightness:
-            factor = 1 + c.brightness * (2 * rng.uniform(len(x)) - 1)
-            x = (x * factor[:, None, None, None]).clamp_(0, 1)
+        x = self._lighting(x, rng)
+        if c.noise:
+            sigma = c.noise * rng.uniform(len(x))  # (B,)
+            x = (x + sigma[:, None, None, None] * rng.normal(*x.shape)).clamp_(0, 1)
+        if c.jpeg:
+            x = self._jpeg(x, rng)
+        if c.blur:
+            x = self._blur(x, rng)
         if c.erasing:
             x = self._erase(x, rng)
         y = self._soft_targets(y, len(x))
@@ -167,6 +189,12 @@ class BatchAugment:
         angle, shear = np.deg2rad(c.rotation * u[:, 0]), np.deg2rad(c.shear * u[:, 1])
         tr, tc = c.shift * H * u[:, 2], c.shift * W * u[:, 3]  # rows, columns (Keras' height and width shift)
         zr, zc = 1 + c.zoom * u[:, 4], 1 + c.zoom * u[:, 5]  # Keras draws the two zooms independently
+        if self._framing:  # one window scale for both axes, and an aspect change, both log-uniform
+            v = rng.draw(B, 2).double().cpu().numpy()  # (B, 2) uniform in [0, 1)
+            lo, hi = np.log(c.scale)
+            side = np.exp(lo + (hi - lo) * v[:, 0])
+            stretch = np.exp(np.log1p(c.aspect) * (2 * v[:, 1] - 1) / 2)
+            zr, zc = zr * side / stretch, zc * side * stretch
         # Keras' rotation @ shift @ shear @ zoom in (row, col) pixels about the centre, mapping output to input
         # positions, multiplied out and written in affine_grid's (x, y) = (col, row) order.
         cos, sin = np.cos(angle), np.sin(angle)
@@ -181,6 +209,58 @@ class BatchAugment:
         theta = torch.from_numpy(theta).float().view(B, 2, 3).to(x.device)
         grid = _affine_grid(theta, H, W)  # (B, H, W, 2)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode=FILLS[c.fill], align_corners=False)
+
+    def _lighting(self, x: torch.Tensor, rng: _Rng) -> torch.Tensor:
+        c = self.cfg
+        B = len(x)
+        if c.gamma:
+            g = torch.exp(math.log1p(c.gamma) * (2 * rng.uniform(B) - 1))  # (B,) log-uniform
+            x = x.clamp_(min=1e-6).pow_(g[:, None, None, None])
+        if c.contrast:
+            factor = (1 + c.contrast * (2 * rng.uniform(B) - 1))[:, None, None, None]
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            x = (mean + (x - mean) * factor).clamp_(0, 1)
+        if c.brightness:
+            factor = 1 + c.brightness * (2 * rng.uniform(B) - 1)
+            x = (x * factor[:, None, None, None]).clamp_(0, 1)
+        return x
+
+    def _jpeg(self, x: torch.Tensor, rng: _Rng) -> torch.Tensor:
+        import cv2
+
+        B = len(x)
+        chosen = (rng.uniform(B) < self.cfg.jpeg).nonzero()[:, 0].tolist()
+        quality = (JPEG_QUALITY[0] + (JPEG_QUALITY[1] - JPEG_QUALITY[0]) * rng.uniform(B)).round().int().tolist()
+        if not chosen:
+            return x
+        pixels = (x[chosen] * 255).round_().to(torch.uint8).cpu().numpy()  # (K, C, H, W)
+        out = []
+        for img, i in zip(pixels, chosen):
+            ok, buf = cv2.imencode(".jpg", img[0], [cv2.IMWRITE_JPEG_QUALITY, quality[i]])
+            out.append(cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE))
+        x[chosen] = torch.from_numpy(np.stack(out)).to(x.device, x.dtype)[:, None].div_(255)
+        return x
+
+    def _blur(self, x: torch.Tensor, rng: _Rng) -> torch.Tensor:
+        """A Gaussian blur or a down- and up-scaling (half of the blurred images each), as shrunk photos look."""
+        B, C, H, W = x.shape
+        u = rng.uniform(B, 3)  # (B, 3): whether, which kind, how strong
+        gauss = ((u[:, 0] < self.cfg.blur) & (u[:, 1] < 0.5)).nonzero()[:, 0]
+        resize = ((u[:, 0] < self.cfg.blur) & (u[:, 1] >= 0.5)).nonzero()[:, 0]
+        if len(gauss):
+            sigma = BLUR_SIGMA[0] + (BLUR_SIGMA[1] - BLUR_SIGMA[0]) * u[gauss, 2]  # (K,)
+            r = torch.arange(-3, 4, device=x.device, dtype=x.dtype)  # 7 taps cover 2 sigma at 1.5
+            k = torch.exp(-(r[None] ** 2) / (2 * sigma[:, None] ** 2))
+            k = k / k.sum(1, keepdim=True)  # (K, 7)
+            imgs = x[gauss].transpose(0, 1)  # (C, K, H, W): one group per image
+            imgs = F.pad(imgs, (3, 3, 3, 3), mode="replicate")
+            imgs = F.conv2d(imgs, k[:, None, None, :], groups=len(gauss))  # along rows
+            imgs = F.conv2d(imgs, k[:, None, :, None], groups=len(gauss))  # along columns
+            x[gauss] = imgs.transpose(0, 1)
+        for i, f in zip(resize.tolist(), (DOWNSCALE[0] + (DOWNSCALE[1] - DOWNSCALE[0]) * u[resize, 2]).tolist()):
+            small = F.interpolate(x[i:i + 1], size=(max(4, round(H * f)), max(4, round(W * f))), mode="area")
+            x[i] = F.interpolate(small, size=(H, W), mode="bilinear", align_corners=False)[0]
+        return x
 
     def _random_crop(self, x: torch.Tensor, rng: _Rng) -> torch.Tensor:
         B, C, H, W = x.shape
@@ -278,6 +358,10 @@ class _Rng:
     def uniform(self, *shape: int) -> torch.Tensor:
         """Uniform in [0, 1) on the data's device."""
         return self.draw(*shape).to(self.device)
+
+    def normal(self, *shape: int) -> torch.Tensor:
+        """Standard normal on the data's device."""
+        return torch.randn(shape, generator=self.g, device=self.draw_device).to(self.device)
 
     def permutation(self, n: int) -> torch.Tensor:
         return torch.randperm(n, generator=self.g, device=self.draw_device)

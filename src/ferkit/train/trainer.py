@@ -20,30 +20,15 @@ from ferkit.fileio import atomic_write
 from ferkit.train import distributed as dist
 from ferkit.train.augment import BatchAugment, eval_transform, resolve
 from ferkit.train.callbacks import CSVLogger, Callback, EarlyStopping, ModelCheckpoint, TensorBoard, monitor_mode
-from ferkit.train.checkpoint import BEST, RESUME, load_state, save_checkpoint, save_state
+from ferkit.device import native_bf16, resolve_device
+from ferkit.models.checkpoint import BEST, CONFIG_FILE, save_checkpoint
+from ferkit.train.checkpoint import RESUME, load_state, save_state
 from ferkit.train.data import RunData, prepare_data
 from ferkit.train.losses import balanced_class_weights, sample_weights, soft_cross_entropy
 from ferkit.train.optim import PER_BATCH, build_optimizer, build_schedule, schedule_state
 
 log = logging.getLogger(__name__)
-CONFIG_FILE = "config.yaml"
 EVAL_BATCH = 256
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise FerkitError(f"train.device={name} but no CUDA GPU is available; use train.device=cpu or auto")
-    return device
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether the hardware computes bf16 natively (on CPUs: AVX-512 BF16 or AMX; elsewhere it is emulated)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:

@@ -1,0 +1,95 @@
+"""Model files: safetensors weights plus a JSON description that rebuilds the model and its preprocessing.
+
+The JSON travels twice: inside the safetensors header (so a checkpoint is one self-contained file and loading
+needs only its path) and beside it as ``<name>.json`` for people and other tools. Nothing is ever unpickled.
+A model is named by a shipped model's name (see ``ferkit.models.weights``), a run directory (its best
+checkpoint), a checkpoint file, or an ONNX export.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save
+
+from ferkit.errors import FerkitError
+from ferkit.fileio import atomic_write
+
+META_KEY = "ferkit"
+BEST, LAST = "best", "last"  # the checkpoints of a run directory
+CONFIG_FILE = "config.yaml"  # the resolved recipe of a run directory
+ONNX_SUFFIX = ".onnx"
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict[str, Any],
+                    dtype: torch.dtype | None = None) -> Path:
+    """Write ``path`` (.safetensors) and its ``.json`` twin atomically; ``dtype`` casts floating weights."""
+    from ferkit import __version__
+
+    path = Path(path).with_suffix(".safetensors")
+    meta = {**meta, "ferkit_version": __version__, "saved": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    text = json.dumps(meta, indent=2, default=str)
+    weights = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        weights[k] = (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+    atomic_write(path, save(weights, metadata={META_KEY: text}))
+    atomic_write(path.with_suffix(".json"), text + "\n")
+    return path
+
+
+def is_onnx(path: str | Path) -> bool:
+    """Whether ``path`` names an ONNX export (by its suffix, in any case) rather than a checkpoint or run."""
+    return Path(str(path)).suffix.lower() == ONNX_SUFFIX
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The file a model name stands for: a shipped model's name (write ``./default`` for a folder of that name), a
+    run directory (its best checkpoint), a .json (its .safetensors twin), or a checkpoint or .onnx file itself."""
+    from ferkit.models.weights import WEIGHTS, names
+
+    if str(path) in WEIGHTS:
+        return WEIGHTS[str(path)].path
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / f"{BEST}.safetensors"
+    elif path.suffix == ".json":
+        path = path.with_suffix(".safetensors")
+    if not path.is_file():
+        raise FerkitError(f"{path}: no such model; give a shipped model ({names()}), a run directory, a "
+                          ".safetensors checkpoint or an .onnx export")
+    return path
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The description stored in a checkpoint's header."""
+    path = resolve_checkpoint(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            text = (f.metadata() or {}).get(META_KEY)
+    except (SafetensorError, OSError) as e:
+        raise FerkitError(f"{path}: not a readable safetensors checkpoint ({e})") from None
+    if text is None:
+        raise FerkitError(f"{path}: a safetensors file without ferkit metadata; it was not written by ferkit")
+    return json.loads(text)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the model a checkpoint describes and load its weights; returns (model in eval mode, meta)."""
+    from ferkit.models.registry import create_model
+
+    path = resolve_checkpoint(path)
+    meta = read_meta(path)
+    model = create_model(meta["architecture"], num_classes=len(meta["labels"]), **meta.get("kwargs", {}))
+    model.load_state_dict(load_file(str(path), device="cpu"))  # fp16-stored weights are cast to the model's fp32
+    return model.to(device).eval(), meta
+
+
+def file_size_mb(path: str | Path) -> float:
+    return os.path.getsize(path) / 1e6
