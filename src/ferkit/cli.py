@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a checkpoint to ONNX (fp32 or int8) for onnxruntime",
                        description="Export a checkpoint to one self-describing .onnx file and check its outputs "
                        "against PyTorch. --int8 quantizes weights and activations, calibrated on real faces.")
-    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN", 
+    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN",
                    help="a shipped model (default, fer2013), a run directory or a checkpoint")
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="where to write the ONNX model")
     p.add_argument("--int8", action="store_true", help="static int8 quantization (about 4x smaller)")
@@ -140,6 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "with (a dataset; default: the checkpoint's training set when it is on this machine)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("prior", help="handle a model's class prior: sweep logit adjustment, write an adjusted model",
+                       description="A model trained on skewed labels (FER+: a third neutral, under 1%% contempt) "
+                       "answers the rare classes too seldom. Without --tau, score the checkpoint on --split with its "
+                       "logits shifted by -tau * log(training prior) for a range of tau (0: as trained, 1: balanced). "
+                       "With --tau and --out, write that adjusted model.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN", help="a run directory or a checkpoint")
+    p.add_argument("--data", required=True, metavar="PATH",
+                   help="the dataset it was trained on (its training split gives the prior)")
+    p.add_argument("--split", default="val", help="split to score the sweep on (default: val)")
+    p.add_argument("--tta", metavar="{none,flip,tencrop}", help="test-time augmentation (default: the model's own)")
+    p.add_argument("--tau", type=float, help="write the model adjusted with this tau (needs --out)")
+    p.add_argument("--out", metavar="OUT.safetensors", help="where to write the adjusted checkpoint")
+    p.add_argument("--json", action="store_true", help="print the sweep as JSON")
+    p.set_defaults(func=cmd_prior)
 
     bench = sub.add_parser("bench", help="speed benchmarks").add_subparsers(dest="bench_command", required=True,
                                                                             metavar="WHAT")
@@ -330,6 +345,11 @@ def epoch_printer():
     class EpochPrinter(Callback):
         def on_stage_start(self, trainer, stage):
             if trainer.ctx.is_main:
+                if stage == 0:
+                    from ferkit.data.dataset import leak_note
+
+                    ds = trainer.data.dataset
+                    print(f"data: {leak_note(ds.leaks_excluded, ds.leaks_kept)}", flush=True)
                 s = trainer.stages[stage]
                 n = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
                 print(f"stage {stage + 1}/{len(trainer.stages)}: {s.epochs} epochs, trainable {s.trainable} "
@@ -362,12 +382,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     console = Console()
+    for warning in ev.warnings:
+        console.print(f"warning: {warning}", highlight=False, markup=False)
     if ev.excluded_classes:
         console.print(f"left out {ev.excluded_images:,} {ev.split} images labelled "
                       f"{', '.join(ev.excluded_classes)}, which the model cannot predict", highlight=False)
     if ev.absent_classes:
-        console.print(f"not in the data: {', '.join(ev.absent_classes)} (support 0; predicting them counts as an "
-                      "error, and their F1 of 0 is in the macro average)", highlight=False)
+        console.print(f"not in the data: {', '.join(ev.absent_classes)} (support 0): the model's answers of "
+                      f"{'it' if len(ev.absent_classes) == 1 else 'them'} count as wrong; averages run over the "
+                      "classes the data has", highlight=False)
     names = ", ".join(Path(c).parent.name if Path(c).stem == "best" else Path(c).name for c in ev.checkpoints)
     table = new_table(escape(f"{names} on {Path(ev.data).name}, {ev.split} split, TTA {ev.tta}"),
                       ("class", "precision", "recall", "F1", "support"), left=("class",))
@@ -605,6 +628,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     kind = "int8" if r.int8 else "fp32"
     print(f"wrote {r.path} ({kind}, {r.size_mb:.1f} MB) in {r.seconds:.0f} s; against PyTorch on {r.check_faces} "
           f"faces: top emotion agrees on {r.top1_agreement:.1%}, largest probability difference {r.max_prob_diff:.2g}")
+    return 0
+
+
+def cmd_prior(args: argparse.Namespace) -> int:
+    from ferkit.train.prior import adjust_checkpoint, sweep_prior
+
+    if (args.tau is None) != (args.out is None):
+        raise FerkitError("--tau and --out go together: without them the command sweeps tau and writes nothing")
+    if args.out is not None:
+        out = Path(args.out)
+        if out.suffix != ".safetensors" or out.is_dir() or not out.parent.is_dir():
+            raise FerkitError(f"--out {out}: give a .safetensors file in an existing folder")
+        path = adjust_checkpoint(args.checkpoint, out, args.tau, args.data)
+        print(f"wrote {path} (logits shifted by -{args.tau:g} * log(training prior))")
+        return 0
+    prior, rows = sweep_prior(args.checkpoint, args.data, args.split, tta=args.tta)
+    if args.json:
+        print(json.dumps({"prior": prior.tolist(), "rows": [r.to_dict() for r in rows]}, indent=2))
+        return 0
+    from rich.console import Console
+
+    table = new_table(f"logit adjustment of {args.checkpoint} on {args.split} of {args.data}",
+                      ("tau", "accuracy", "macro F1", "lowest recall", "of class"), left=("of class",))
+    for r in rows:
+        table.add_row(f"{r.tau:g}", f"{r.accuracy:.4f}", f"{r.macro_f1:.4f}", f"{r.min_recall:.3f}", r.min_recall_class)
+    Console(width=120).print(table)
     return 0
 
 

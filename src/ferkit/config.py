@@ -31,6 +31,7 @@ class DataConfig:
     val_split: str = "val"  # split used for validation and model selection ("test" = PublicTest for Kaggle FER)
     val_fraction: float = 0.1  # when val_split is missing: stratified fraction split off train
     exclude: Any = None  # true: leave out files `ferkit data clean` flags; or a flagged.csv path
+    keep_leaks: bool = False  # train on training copies of evaluation images (scores on those are then not clean)
     soft_labels: bool = False  # train on FER+ vote distributions instead of majority labels
     limit_per_class: int | None = None  # at most this many images per class and split (quick runs)
     cache_dir: str | None = None
@@ -117,6 +118,8 @@ class TrainConfig:
     early_stopping: int | None = None  # patience in epochs; None = off
     restore_best: bool = True  # end with the best weights when early stopping is on
     stages: list[StageConfig] = field(default_factory=list)  # overrides epochs / model.trainable when given
+    teacher: list[str] = field(default_factory=list)  # checkpoints / runs whose mean prediction is distilled
+    distill: float = 0.5  # weight of the teachers' probabilities in the target (the rest: labels or votes)
     max_batches: int | None = None  # stop each epoch after this many batches (smoke tests)
     tensorboard: bool = False
 

@@ -6,7 +6,7 @@ Reasons a file is flagged:
   missing      listed in a FER+ label.csv but absent
   near_blank   almost no pixel variation (blank or saturated frames)
   duplicate    the same pixels as an earlier image of the same split
-  leak         a training image whose pixels also appear in an evaluation split (the training copy is flagged,
+  leak         a training image whose pixels also appear in an evaluation split (every training copy is flagged,
                so the evaluation split stays the one published results use)
   not_face     FER+ annotators' majority says it is not a face
 """
@@ -64,21 +64,18 @@ def find_issues(scan: Scan, blank_std: float = BLANK_STD) -> list[Finding]:
     ]
     first: dict[tuple[str, bytes], int] = {}
     for i, d in enumerate(digests):
+        if d is not None:
+            first.setdefault((scan.split[i], d), i)
+    evaluation = {d: i for (split, d), i in first.items() if split != TRAIN_SPLIT}
+    for i, d in enumerate(digests):
         if d is None:
             continue
-        key = (scan.split[i], d)
-        if key in first:
-            j = first[key]
-            same = scan.label[i] == scan.label[j]
-            note = "" if same else " (with a different label)"
-            out.append(Finding(scan.split[i], scan.path[i], "duplicate", f"same as {scan.path[j]}{note}"))
-        else:
-            first[key] = i
-    evaluation = {d: i for (split, d), i in first.items() if split != TRAIN_SPLIT}
-    for (split, d), i in first.items():
-        if split == TRAIN_SPLIT and d in evaluation:
+        if scan.split[i] == TRAIN_SPLIT and d in evaluation:  # every training copy, however many there are
             j = evaluation[d]
             out.append(Finding(scan.split[i], scan.path[i], "leak", f"same as {scan.split[j]} {scan.path[j]}"))
+        elif (j := first[(scan.split[i], d)]) != i:
+            note = "" if scan.label[i] == scan.label[j] else " (with a different label)"
+            out.append(Finding(scan.split[i], scan.path[i], "duplicate", f"same as {scan.path[j]}{note}"))
 
     if scan.votes.shape[1]:
         not_face = FERPLUS_VOTE_COLUMNS.index("not_face")

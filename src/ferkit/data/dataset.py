@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -53,13 +54,23 @@ class Dataset:
     location: str
     classes: tuple[str, ...]
     splits: dict[str, FaceSet]
-    excluded: int = 0  # files left out because cleaning flagged them
+    excluded: int = 0  # files left out because cleaning flagged them (leaks included)
     unlabelled: int = 0  # images without a usable label (dropped class, FER+ unknown / not-a-face majority)
+    leaks_excluded: int = 0  # training copies of evaluation images, left out
+    leaks_kept: int = 0  # training copies of evaluation images kept on request (keep_leaks)
 
     def __getitem__(self, split: str) -> FaceSet:
         if split not in self.splits:
             raise DataError(f"{self.location} has no {split!r} split; it has: {', '.join(self.splits)}")
         return self.splits[split]
+
+
+def leak_note(leaks_excluded: int, leaks_kept: int) -> str:
+    """What a run's training data holds of its evaluation splits, in words."""
+    if leaks_kept:
+        return (f"NOT leak-free: training kept {leaks_kept:,} copies of evaluation images (data.keep_leaks); "
+                "scores on those splits are inflated")
+    return f"leak-free: {leaks_excluded:,} training copies of evaluation images left out"
 
 
 def load_dataset(
@@ -69,25 +80,36 @@ def load_dataset(
     exclude: bool | str | Path | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = False,
+    keep_leaks: bool = False,
 ) -> Dataset:
     """Load a dataset (Kaggle folders or .zip, fer2013.csv, FER+, any class-folder tree) as arrays.
 
-    ``exclude``: True leaves out of the training split every file that `ferkit data clean` would flag; a path
-    leaves out the files listed in that ``flagged.csv``. Evaluation splits lose only files that cannot be decoded.
-    Such files must be excluded, or loading fails naming the first one.
+    The training split never holds the pixels of an evaluation split: its copies of evaluation images (leaks) are
+    left out unless ``keep_leaks`` (then ``Dataset.leaks_kept`` counts them). ``exclude``: True also leaves out of
+    the training split every other file that `ferkit data clean` would flag; a path leaves out the files listed in
+    that ``flagged.csv``. Evaluation splits lose only files that cannot be decoded. Such files must be excluded,
+    or loading fails naming the first one.
     """
     scan = scan_dataset(path, size=size, cache_dir=cache_dir, progress=progress)
-    return from_scan(scan, label_map or LabelMap(), exclude)
+    return from_scan(scan, label_map or LabelMap(), exclude, keep_leaks)
 
 
-def from_scan(scan: Scan, label_map: LabelMap, exclude: bool | str | Path | None = None) -> Dataset:
+def from_scan(scan: Scan, label_map: LabelMap, exclude: bool | str | Path | None = None,
+              keep_leaks: bool = False) -> Dataset:
+    findings = find_issues(scan) if exclude is True or TRAIN_SPLIT in set(scan.split.tolist()) else []
+    leaks = {f.path for f in findings if f.reason == "leak"}
     if exclude is True:
-        flagged = {f.path for f in find_issues(scan)}
+        flagged = {f.path for f in findings}
     elif exclude:
         flagged = read_flagged(exclude)
     else:
         flagged = set()
+    if not keep_leaks:
+        flagged |= leaks
+    elif exclude is True:
+        flagged -= leaks
     excluded = np.isin(scan.path, list(flagged)) if flagged else np.zeros(len(scan), bool)
+    is_leak = np.isin(scan.path, list(leaks)) if leaks else np.zeros(len(scan), bool)
     # Evaluation splits stay as published, so scores compare with other work: of them, only files that cannot be
     # decoded are left out.
     excluded &= (scan.split == TRAIN_SPLIT) | (scan.problem != "")
@@ -133,22 +155,31 @@ def from_scan(scan: Scan, label_map: LabelMap, exclude: bool | str | Path | None
         splits=splits,
         excluded=int(excluded.sum()),
         unlabelled=int(((labels < 0) & ~excluded).sum()),
+        leaks_excluded=int((is_leak & excluded).sum()),
+        leaks_kept=int((is_leak & ~excluded & (labels >= 0)).sum()),
     )
 
 
 def split_off(faces: FaceSet, fraction: float, seed: int, name: str = "val") -> tuple[FaceSet, FaceSet]:
-    """Split a stratified random ``fraction`` off ``faces``: (the rest, the part split off as ``name``)."""
+    """Split a stratified random ``fraction`` off ``faces``: (the rest, the part split off as ``name``).
+
+    Images with the same pixels go to the same side, so no face is validated on that was also trained on.
+    """
     from sklearn.model_selection import train_test_split
 
     if not 0 < fraction < 1:
         raise DataError(f"validation fraction must be between 0 and 1, got {fraction}")
+    digests = [hashlib.blake2b(img.tobytes(), digest_size=12).digest() for img in faces.images]
+    _, first, group = np.unique(np.array(digests, dtype=object).astype("S12"), return_index=True,
+                                return_inverse=True)  # group[i]: which set of identical images i is in
     try:
         rest, part = train_test_split(
-            np.arange(len(faces)), test_size=fraction, random_state=seed, stratify=faces.labels
+            np.arange(len(first)), test_size=fraction, random_state=seed, stratify=faces.labels[first]
         )
     except ValueError as e:
         raise DataError(f"cannot split {fraction:.0%} of {faces.split} off by class: {e}") from None
-    return faces.subset(np.sort(rest)), faces.subset(np.sort(part), split=name)
+    in_part = np.isin(group, part)
+    return faces.subset(np.flatnonzero(~in_part)), faces.subset(np.flatnonzero(in_part), split=name)
 
 
 def write_split_file(path: str | Path, sets: list[FaceSet]) -> Path:

@@ -24,6 +24,7 @@ __all__ = [
     "calibration",
     "compute_metrics",
     "evaluate",
+    "overlap_warning",
     "plot_confusion",
     "plot_reliability",
     "predict_proba",
@@ -37,9 +38,11 @@ def evaluate(checkpoint: str | Path, data: str | Path, split: str = "test", tta:
     """Score a checkpoint (or run directory), alone or averaged with the ``ensemble`` checkpoints, on ``split``.
 
     Classes are matched by name: images of data classes the model cannot predict are left out (and counted in
-    ``excluded_classes`` / ``excluded_images``); metrics run over the model's full label list. The data is loaded
+    ``excluded_classes`` / ``excluded_images``); metrics run over the model's full label list (answers of a class
+    the data lacks count as wrong; macro averages cover the classes the data has). The data is loaded
     at the first model's face size. ``tta`` None means the first checkpoint's own protocol (its meta's ``tta``,
-    ten-crop for the shipped default model) or none. ``progress`` shows a bar while a dataset is decoded for the first time.
+    ten-crop for the shipped models) or none. ``progress`` shows a bar while a dataset is decoded for the first
+    time. ``Evaluation.warnings`` says when a model trained on the scored images or copies of them.
     """
     from ferkit.evaluate.labels import ensemble_orders
     from ferkit.models.checkpoint import resolve_checkpoint
@@ -69,7 +72,27 @@ def score(members: Sequence[Member], paths: Sequence[str | Path], data: str | Pa
     t0 = time.perf_counter()
     probs = predict_proba(members, d.faces.images, tta, batch_size)
     predict_seconds = time.perf_counter() - t0
+    warnings = [w for (_, m), p in zip(members, paths) if (w := overlap_warning(m, d.location, split, p))]
     ev = replace(compute_metrics(d.y, probs, labels), checkpoints=[str(p) for p in paths], data=d.location,
                  split=split, tta=tta, excluded_classes=d.excluded_classes, excluded_images=d.excluded_images,
-                 predict_seconds=predict_seconds, seconds=time.perf_counter() - start)
+                 warnings=warnings, predict_seconds=predict_seconds, seconds=time.perf_counter() - start)
     return ev, d, probs
+
+
+def overlap_warning(meta: dict, location: str, split: str, name: str | Path = "the model") -> str | None:
+    """Why a model's scores on ``split`` of the dataset at ``location`` are not clean, or None: it trained on that
+    split, or on copies of its images (a run with data.keep_leaks, or one made before leaks were left out)."""
+    dataset = meta.get("dataset") or {}
+    if not dataset.get("location") or Path(dataset["location"]).resolve() != Path(location).resolve():
+        return None  # trained on other data: ferkit cannot tell, and the usual case is clean
+    if split == "train":
+        return f"{name} trained on this {split} split: its scores here measure memory, not generalisation"
+    kept = dataset.get("leaks_kept")
+    if kept:
+        return (f"{name} trained on {kept:,} copies of evaluation images (data.keep_leaks): its {split} scores "
+                "are inflated")
+    config = (meta.get("config") or {}).get("data") or {}
+    if kept is None and not config.get("exclude"):
+        return (f"{name} was trained before ferkit left out training copies of evaluation images, without "
+                f"data.exclude: its {split} scores may be inflated; train it again")
+    return None

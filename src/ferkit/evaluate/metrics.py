@@ -70,6 +70,7 @@ class Evaluation:
     tta: str = "none"
     excluded_classes: list[str] = field(default_factory=list)  # data classes the model cannot predict
     excluded_images: int = 0  # images of those classes left out of the split
+    warnings: list[str] = field(default_factory=list)  # why these scores may not be clean (training data overlap)
     seconds: float = 0.0
     predict_seconds: float = 0.0
 
@@ -115,6 +116,7 @@ class Evaluation:
             "absent_classes": self.absent_classes,
             "excluded_classes": self.excluded_classes,
             "excluded_images": self.excluded_images,
+            "warnings": self.warnings,
             "checkpoints": self.checkpoints,
             "data": self.data,
             "split": self.split,
@@ -161,9 +163,12 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str]
     ids = list(range(C))
     pred = probs.argmax(axis=1)
     p, r, f, s = precision_recall_fscore_support(y_true, pred, labels=ids, zero_division=0)
+    # Averages run over the classes the data has: an 8-class model scored on 7-class data is not marked down for
+    # the class nobody could show it (its answers of that class still count as wrong).
+    present = [i for i in ids if s[i] > 0]
     averages = {}
     for avg in ("macro", "weighted"):
-        ap, ar, af, _ = precision_recall_fscore_support(y_true, pred, labels=ids, average=avg, zero_division=0)
+        ap, ar, af, _ = precision_recall_fscore_support(y_true, pred, labels=present, average=avg, zero_division=0)
         averages[avg] = Scores(float(ap), float(ar), float(af), len(y_true))
     # top_k_accuracy_score takes binary scores as one column; with two classes or fewer the top 2 always hit.
     top2 = float(top_k_accuracy_score(y_true, probs, k=2, labels=ids)) if C > 2 else 1.0

@@ -34,7 +34,7 @@ def prepare_data(cfg: DataConfig, seed: int, run_dir: Path | None = None, progre
     label_map = LabelMap(classes=tuple(cfg.classes) if cfg.classes else None, rename=cfg.rename,
                          drop=tuple(cfg.drop))
     ds = load_dataset(cfg.path, size=cfg.size, label_map=label_map, exclude=cfg.exclude, cache_dir=cfg.cache_dir,
-                      progress=progress)
+                      progress=progress, keep_leaks=cfg.keep_leaks)
     train = ds["train"]
     if cfg.soft_labels and train.soft is None:
         raise DataError(f"data.soft_labels needs annotator votes (FER+); {ds.location} ({ds.format}) has none")

@@ -106,6 +106,8 @@ class Trainer:
             raise FerkitError(f"unknown train.sampler {cfg.train.sampler!r}; choose random or weighted")
         self.sample_w = torch.from_numpy(sample_weights(t.labels, n_cls)).double()
 
+        self.teachers = self._load_teachers()
+
         self.callbacks: list[Callback] = [ModelCheckpoint(self.run_dir, cfg.train.monitor),
                                           CSVLogger(self.run_dir / "metrics.csv")]
         if cfg.train.early_stopping:
@@ -144,6 +146,37 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         return model, kwargs
 
+    def _load_teachers(self) -> list[tuple[torch.nn.Module, torch.Tensor]]:
+        """Each teacher model and the column of its output that holds each of this run's classes."""
+        from ferkit.evaluate.labels import ensemble_orders
+        from ferkit.models.checkpoint import load_checkpoint, resolve_checkpoint
+
+        t = self.cfg.train
+        if not t.teacher:
+            return []
+        if not 0 < t.distill <= 1:
+            raise FerkitError(f"train.distill is {t.distill}; give the teachers' weight in the target, in (0, 1]")
+        teachers = []
+        for spec in t.teacher:
+            model, meta = load_checkpoint(resolve_checkpoint(spec), self.device)
+            size = int(meta["input"]["size"])
+            if size != self.input_size or int(meta["input"]["face_size"]) != self.cfg.data.size:
+                raise FerkitError(f"teacher {spec} takes {size}px views of {meta['input']['face_size']}px faces; "
+                                  f"this run trains on {self.input_size}px views of {self.cfg.data.size}px faces")
+            order = ensemble_orders([list(self.classes), meta["labels"]], ["this run", f"teacher {spec}"])[1]
+            if self.cfg.train.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            teachers.append((model, torch.as_tensor(order, device=self.device)))
+        return teachers
+
+    @torch.no_grad()
+    def _distill(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The target mixed with the teachers' mean probabilities on the same augmented batch."""
+        with self._autocast():
+            probs = sum(m(x).float().softmax(1)[:, order] for m, order in self.teachers) / len(self.teachers)
+        a = self.cfg.train.distill
+        return (1 - a) * y + a * probs
+
     def _forward_model(self) -> torch.nn.Module:
         model = self.model
         if self.ctx.world_size > 1:
@@ -171,11 +204,15 @@ class Trainer:
             "normalization": {"mean": list(self.model.mean), "std": list(self.model.std)},
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "metrics": metrics,
-            "dataset": {"location": self.data.dataset.location, "format": self.data.dataset.format,
-                        "train": len(self.data.train), "val": len(self.data.val),
-                        "val_split": self.data.val.split},
+            "dataset": self.data_summary(),
             "config": to_dict(self.cfg),
         }
+
+    def data_summary(self) -> dict[str, Any]:
+        ds = self.data.dataset
+        return {"location": ds.location, "format": ds.format, "train": len(self.data.train),
+                "val": len(self.data.val), "val_split": self.data.val.split, "excluded": ds.excluded,
+                "leaks_excluded": ds.leaks_excluded, "leaks_kept": ds.leaks_kept}
 
     def save_model(self, path: Path, metrics: dict[str, Any]) -> None:
         save_checkpoint(path, self.model, self.model_meta(metrics))
@@ -238,6 +275,8 @@ class Trainer:
             x, y = self.augment(self.x_train[idx], self.y_train[idx], gen)
             x, y = self._to_device(x), y.to(self.device, non_blocking=True)
             data_time += time.perf_counter() - t0
+            if self.teachers:
+                y = self._distill(x, y)
             with self._autocast():
                 logits = self.forward_model(x)
             loss = soft_cross_entropy(logits.float(), y, self.class_weights, cfg.label_smoothing)
@@ -347,6 +386,7 @@ class Trainer:
             "monitor": self.cfg.train.monitor,
             "best": {k: v for k, v in best.items() if k.startswith(("val_", "train_"))},
             "train_time_s": round(self.elapsed, 1),
+            "data": self.data_summary(),
             "best_checkpoint": str(self.run_dir / f"{BEST}.safetensors"),
         }
 

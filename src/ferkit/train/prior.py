@@ -1,0 +1,110 @@
+"""The class prior, handled on purpose: post-hoc logit adjustment (Menon et al., "Long-tail learning via logit
+adjustment", ICLR 2021).
+
+A model trained on FER+ learns its label prior (neutral and happy are a third each, contempt and disgust under 1%).
+Subtracting ``tau * log(prior)`` from its logits moves it from the most likely answer under that prior towards the
+answer of a balanced world: ``tau = 0`` leaves the model as trained, ``tau = 1`` is the balanced-error optimum.
+The shift is folded into the bias of the model's last linear layer, so the adjusted model is an ordinary checkpoint
+that runs everywhere (ONNX and int8 included); its description records ``tau`` and the prior.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ferkit.errors import FerkitError
+
+TAUS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
+
+
+def training_prior(meta: dict[str, Any], data: str | Path | None = None) -> np.ndarray:
+    """The class distribution of a checkpoint's training split (mean annotator votes for FER+, label frequencies
+    otherwise), read again with the run's own data settings (``data`` replaces the path it was trained from)."""
+    from ferkit.config import DataConfig, from_dict
+    from ferkit.train.data import prepare_data
+
+    cfg = from_dict(DataConfig, dict(meta["config"]["data"]))
+    if data is not None:
+        cfg.path = str(data)
+    seed = int(meta["config"]["train"]["seed"])
+    train = prepare_data(cfg, seed).train
+    if list(train.classes) != list(meta["labels"]):
+        raise FerkitError(f"{cfg.path} gives classes {', '.join(train.classes)}, the model predicts "
+                          f"{', '.join(meta['labels'])}; give the dataset it was trained on")
+    if cfg.soft_labels and train.soft is not None:
+        prior = train.soft.mean(0)
+    else:
+        prior = np.bincount(train.labels, minlength=len(train.classes)) / len(train)
+    return np.maximum(prior.astype(np.float64), 1e-6)  # a class without examples would get an infinite boost
+
+
+def adjust_probs(probs: np.ndarray, prior: np.ndarray, tau: float) -> np.ndarray:
+    """Probabilities (N, C) with logits shifted by ``-tau * log(prior)``, renormalised."""
+    out = probs * prior[None, :] ** -tau
+    return out / out.sum(1, keepdims=True)
+
+
+def last_linear(model: torch.nn.Module, num_classes: int) -> torch.nn.Linear:
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == num_classes]
+    if not linears or linears[-1].bias is None:
+        raise FerkitError("the model has no final linear layer with a bias to fold the prior into")
+    return linears[-1]
+
+
+@dataclass
+class PriorRow:
+    tau: float
+    accuracy: float
+    macro_f1: float
+    min_recall: float
+    min_recall_class: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def sweep_prior(checkpoint: str | Path, data: str | Path, split: str, taus: tuple[float, ...] = TAUS,
+                tta: str | None = None) -> tuple[np.ndarray, list[PriorRow]]:
+    """The training prior and, per ``tau``, accuracy, macro F1 and the lowest per-class recall on ``split``."""
+    from ferkit.evaluate.data import load_eval_data
+    from ferkit.evaluate.metrics import compute_metrics
+    from ferkit.evaluate.predict import load_members, predict_proba
+    from ferkit.models.checkpoint import resolve_checkpoint
+
+    path = resolve_checkpoint(checkpoint)
+    members = load_members([path])
+    meta = members[0][1]
+    prior = training_prior(meta, data)
+    tta = tta or meta.get("tta", "none")
+    d = load_eval_data(data, split, meta["labels"], int(meta["input"]["face_size"]))
+    probs = predict_proba(members, d.faces.images, tta)
+    rows = []
+    for tau in taus:
+        ev = compute_metrics(d.y, adjust_probs(probs, prior, tau), meta["labels"])
+        recalls = {c: s.recall for c, s in ev.per_class.items() if s.support > 0}
+        worst = min(recalls, key=recalls.get)
+        rows.append(PriorRow(tau, ev.accuracy, ev.macro_f1, recalls[worst], worst))
+    return prior, rows
+
+
+def adjust_checkpoint(checkpoint: str | Path, out: str | Path, tau: float, data: str | Path | None = None) -> Path:
+    """Write ``checkpoint`` with its logits shifted by ``-tau * log(training prior)`` to ``out`` (.safetensors)."""
+    from ferkit.models.checkpoint import load_checkpoint, save_checkpoint
+
+    if not 0 <= tau <= 2:
+        raise FerkitError(f"--tau {tau}: give a value between 0 (as trained) and 2; 1 balances the classes")
+    model, meta = load_checkpoint(checkpoint)
+    if meta.get("prior_adjustment"):
+        raise FerkitError(f"{checkpoint} is already adjusted for its prior; adjust the checkpoint it came from")
+    prior = training_prior(meta, data)
+    layer = last_linear(model, len(meta["labels"]))
+    with torch.no_grad():
+        layer.bias -= tau * torch.log(torch.as_tensor(prior, dtype=layer.bias.dtype))
+    meta = {**meta, "prior_adjustment": {"tau": tau, "prior": dict(zip(meta["labels"], prior.round(6).tolist())),
+                                         "source": str(checkpoint)}}
+    return save_checkpoint(out, model, meta)

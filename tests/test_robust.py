@@ -1,0 +1,281 @@
+"""Robust training and its measurement: the photo-like augmentations, the robustness benchmark, the class prior,
+answers restricted to some classes, distillation from teachers, and the shipped models by name."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import decode, real_faces, run_main
+from ferkit.bench.robustness import PERTURBATIONS, _warp, bench_robustness
+from ferkit.config import AugmentConfig, load_config
+from ferkit.errors import FerkitError
+from ferkit.labels import FER2013, FERPLUS
+from ferkit.train.augment import JPEG_QUALITY, BatchAugment, resolve
+
+C = len(FER2013)
+
+
+@pytest.fixture(scope="module")
+def faces(fer_zip) -> torch.Tensor:
+    """Real training faces, three per class less the blank ones: uint8 (B, 1, 48, 48)."""
+    images = [decode(data) for files in real_faces(fer_zip, 3).values() for _, data in files]
+    return torch.from_numpy(np.stack([f for f in images if f.std() > 10]))[:, None]
+
+
+def augment(cfg: AugmentConfig, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    return BatchAugment(cfg, 48, C)(x, torch.zeros(len(x), dtype=torch.long), torch.Generator().manual_seed(seed))[0]
+
+
+def sharpness(x: torch.Tensor) -> torch.Tensor:
+    """Mean squared Laplacian per image (B,): high-frequency energy."""
+    k = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]]).view(1, 1, 3, 3)
+    return torch.nn.functional.conv2d(x, k).pow(2).mean(dim=(1, 2, 3))
+
+
+# ---- augmentations ----------------------------------------------------------------------------------------------
+
+
+def test_framing_scale_is_a_centred_zoom(faces):
+    from test_augment_losses import keras_affine
+
+    x = faces[:4]
+    out = augment(AugmentConfig(scale=[1.5, 1.5]), x)  # a window 1.5x the face: the face shrinks to 2/3
+    for o, img in zip(out, x.float().numpy()[:, 0]):
+        ref = keras_affine(img, 0, 0, 0, 0, 1.5, 1.5)
+        assert np.abs(o[0].numpy() * 255 - ref).max() < 1e-2
+    tight = augment(AugmentConfig(scale=[0.75, 0.75]), x)
+    assert (sharpness(tight) < sharpness(x.float() / 255)).all()  # upscaled: smoother
+
+
+def test_aspect_keeps_the_area_and_scales_draw_per_sample(faces, monkeypatch):
+    from ferkit.train import augment as aug
+
+    seen = []
+    original = aug.BatchAugment._affine_transform
+
+    def spy(self, x, rng, flip):
+        out = original(self, x, rng, flip)
+        seen.append(out)
+        return out
+
+    monkeypatch.setattr(aug.BatchAugment, "_affine_transform", spy)
+    out = augment(AugmentConfig(aspect=0.3), faces)
+    assert seen and not torch.equal(out, faces.float() / 255)
+    varied = augment(AugmentConfig(scale=[0.75, 1.3]), faces[:1].expand(6, -1, -1, -1))
+    assert len({tuple(v.flatten()[:200].tolist()) for v in varied}) == 6  # one scale per sample
+
+
+def test_jpeg_gives_a_real_jpeg_of_each_image(faces):
+    x = faces[:6]
+    out = augment(AugmentConfig(jpeg=1.0), x)
+    for o, img in zip(out, x.numpy()[:, 0]):
+        got = (o[0] * 255).round().to(torch.uint8).numpy()
+        candidates = [cv2.imdecode(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, q])[1], 0)
+                      for q in range(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1)]
+        assert any(np.array_equal(got, c) for c in candidates)
+        assert not np.array_equal(got, img)
+    assert torch.equal(augment(AugmentConfig(jpeg=0.0), x), x.float() / 255)
+
+
+def test_blur_softens_every_chosen_image(faces):
+    out = augment(AugmentConfig(blur=1.0), faces)
+    assert (sharpness(out) < 0.8 * sharpness(faces.float() / 255)).all()
+    half = augment(AugmentConfig(blur=0.5), faces)
+    changed = [not torch.equal(o, f) for o, f in zip(half, faces.float() / 255)]
+    assert 0 < sum(changed) < len(faces)
+
+
+def test_lighting_and_noise(faces):
+    ref = faces.float() / 255
+    gamma = augment(AugmentConfig(gamma=0.5), faces)
+    for o, r in zip(gamma, ref):  # one exponent per image: o = r ** g
+        mid = (r > 0.2) & (r < 0.8)
+        g = torch.log(o[mid]) / torch.log(r[mid])
+        assert g.std() < 1e-3 and 1 / 1.5 - 1e-3 <= g.mean() <= 1.5 + 1e-3
+    contrast = augment(AugmentConfig(contrast=0.5), faces)
+    ratios = contrast.std(dim=(1, 2, 3)) / ref.std(dim=(1, 2, 3))
+    assert ratios.min() >= 0.49 and ratios.max() <= 1.51 and ratios.std() > 0.05
+    noisy = augment(AugmentConfig(noise=0.05), faces)
+    residual = (noisy - ref).std(dim=(1, 2, 3))
+    assert residual.max() <= 0.055 and residual.mean() > 0.005
+
+
+def test_robust_preset_and_its_checks():
+    cfg = resolve(AugmentConfig(preset="fer_robust"))
+    assert cfg.scale == [0.75, 1.3] and cfg.jpeg > 0 and cfg.blur > 0 and cfg.crop == 40
+    for bad, match in ((AugmentConfig(scale=[1.3, 0.75]), "augment.scale"), (AugmentConfig(scale=[0.0, 1.0]),
+                       "augment.scale"), (AugmentConfig(jpeg=1.5), "augment.jpeg"),
+                       (AugmentConfig(noise=-0.1), "augment.noise")):
+        with pytest.raises(FerkitError, match=match):
+            resolve(bad)
+
+
+# ---- the robustness benchmark -----------------------------------------------------------------------------------
+
+
+def test_perturbations_do_what_they_say(faces):
+    x = faces[:, 0].numpy()
+    assert np.array_equal(_warp(x), x)
+    shifted = _warp(x, shift=0.25)  # the window moves 12 px right and down
+    assert np.array_equal(shifted[:, :36, :36], x[:, 12:, 12:])
+    half = _warp(x, scale=0.5)  # the central 24 px, twice as large
+    ref = np.stack([cv2.resize(f[12:36, 12:36], (48, 48), interpolation=cv2.INTER_LINEAR) for f in x])
+    assert np.abs(half[:, 4:44, 4:44].astype(int) - ref[:, 4:44, 4:44]).mean() < 2
+    for name, (_, fn) in PERTURBATIONS.items():
+        out = fn(x)
+        assert out.shape == x.shape and out.dtype == np.uint8
+        assert np.array_equal(out, x) == (name == "clean"), name
+
+
+def test_bench_robustness_scores_like_evaluate(kaggle_folder, tmp_path, capsys):
+    from ferkit.evaluate import evaluate
+
+    rows = bench_robustness(["fer2013"], kaggle_folder, "test", "none", ["looser crop"])
+    clean = evaluate("fer2013", kaggle_folder, "test", tta="none")
+    assert rows[0].accuracy["clean"] == pytest.approx(clean.accuracy) and rows[0].images == clean.n
+    assert set(rows[0].accuracy) == {"clean", "looser crop"}
+
+    plot = tmp_path / "robustness.png"
+    code, out, _ = run_main(capsys, "bench", "robustness", "fer2013", "default", "--data", kaggle_folder,
+                            "--split", "test", "--perturbation", "blur", "--plot", plot, "--json")
+    assert code == 0
+    d = json.loads(out)
+    assert [m["model"] for m in d["models"]] == ["fer2013", "default"]
+    assert all(set(m["accuracy"]) == {"clean", "blur"} for m in d["models"])
+    assert cv2.imread(str(plot)).shape[1] > 600
+
+    code, _, err = run_main(capsys, "bench", "robustness", "fer2013", "--data", kaggle_folder, "--perturbation",
+                            "snow")
+    assert code == 2 and "unknown perturbation 'snow'" in err
+
+
+# ---- answers restricted to some classes -------------------------------------------------------------------------
+
+
+def test_classes_restrict_and_renormalise(faces):
+    from ferkit.infer import Recognizer
+
+    crops = list(faces[:5, 0].numpy())
+    full = Recognizer.load("fer2013")
+    some = Recognizer.load("fer2013", classes=["Happiness", "sad", "neutral"])  # aliases, any order
+    assert some.labels == ["happy", "sad", "neutral"]  # the model's order
+    for a, b in zip(full.predict_faces(crops), some.predict_faces(crops)):
+        kept = np.array([a.emotions[c] for c in some.labels])
+        assert np.allclose([b.emotions[c] for c in some.labels], kept / kept.sum(), atol=1e-6)
+    for classes, match in ((["happy", "joyful"], "joyful is not among them"), (["happy"], "at least two"),
+                           (["contempt", "happy"], "contempt is not among them")):
+        with pytest.raises(FerkitError, match=match):
+            Recognizer.load("fer2013", classes=classes)
+
+
+def test_classes_on_the_cli(capsys):
+    code, out, _ = run_main(capsys, "predict", "sample", "--classes", "happy,sad", "--json")
+    assert code == 0
+    face = json.loads(out)["results"][0]["faces"][0]
+    assert set(face["emotions"]) == {"happy", "sad"} and face["emotion"] == "happy"
+    code, _, err = run_main(capsys, "predict", "sample", "--classes", "happy,glee")
+    assert code == 2 and "glee is not among them" in err
+
+
+# ---- shipped models ---------------------------------------------------------------------------------------------
+
+
+def test_shipped_models_load_by_name():
+    from ferkit.models.checkpoint import read_meta, resolve_checkpoint
+    from ferkit.models.weights import WEIGHTS, get_weights
+
+    assert list(WEIGHTS) == ["default", "fer2013"]
+    default, fer2013 = read_meta("default"), read_meta("fer2013")
+    assert sorted(default["labels"]) == sorted(FERPLUS) and default["name"] == "default"
+    assert fer2013["labels"] == list(FER2013) and fer2013["name"] == "fer2013"
+    for meta in (default, fer2013):
+        assert meta["tta"] in ("none", "flip", "tencrop") and meta["trained_on"]
+    assert resolve_checkpoint("fer2013") == get_weights("fer2013").path
+    assert get_weights("default").card.is_file() and get_weights("fer2013").card.is_file()
+    with pytest.raises(FerkitError, match="unknown shipped model 'fer'; available: default, fer2013"):
+        get_weights("fer")
+    with pytest.raises(FerkitError, match=r"give a shipped model \(default, fer2013\)"):
+        resolve_checkpoint("fer")
+
+
+def test_eight_class_model_on_seven_class_data_says_so(kaggle_folder, capsys):
+    code, out, _ = run_main(capsys, "evaluate", "default", "--data", kaggle_folder, "--split", "test", "--tta",
+                            "none")
+    assert code == 0
+    assert "not in the data: contempt (support 0): the model's answers of it count as wrong" in " ".join(out.split())
+
+
+# ---- the class prior --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ferplus_run(ferplus_zip, tmp_path_factory):
+    """A tiny FER+ soft-label run (8 classes)."""
+    from ferkit.train.trainer import train
+
+    run = tmp_path_factory.mktemp("ferplus") / "run"
+    cfg = load_config(None, [f"data.path={ferplus_zip}", "data.soft_labels=true", "data.limit_per_class=30",
+                             "model.kwargs={width: 8}", "train.epochs=1", "train.batch_size=32"])
+    train(cfg, run)
+    return run
+
+
+def test_prior_is_folded_into_the_last_bias(ferplus_run, ferplus_zip, tmp_path, faces):
+    from ferkit.models.checkpoint import load_checkpoint
+    from ferkit.train.prior import adjust_checkpoint, adjust_probs, training_prior
+
+    model, meta = load_checkpoint(ferplus_run)
+    prior = training_prior(meta)
+    assert prior.shape == (8,) and prior.sum() == pytest.approx(1, abs=1e-4)
+    code = adjust_checkpoint(ferplus_run, tmp_path / "adjusted.safetensors", 0.7, ferplus_zip)
+    adjusted, adj_meta = load_checkpoint(code)
+    assert adj_meta["prior_adjustment"]["tau"] == 0.7
+    x = faces.float()[:8] / 255
+    x = x[..., 4:44, 4:44] if meta["input"]["size"] == 40 else x
+    with torch.no_grad():
+        before, after = model(x), adjusted(x)
+    assert torch.allclose(after, before - 0.7 * torch.log(torch.as_tensor(prior, dtype=torch.float32)), atol=1e-4)
+    probs = before.softmax(1).numpy()
+    assert np.allclose(adjust_probs(probs, prior, 0.7), after.softmax(1).numpy(), atol=1e-5)
+    assert np.allclose(adjust_probs(probs, prior, 0.0), probs)
+    with pytest.raises(FerkitError, match="already adjusted"):
+        adjust_checkpoint(code, tmp_path / "twice.safetensors", 0.5, ferplus_zip)
+
+
+def test_prior_sweep_cli(ferplus_run, ferplus_zip, tmp_path, capsys):
+    code, out, _ = run_main(capsys, "prior", ferplus_run, "--data", ferplus_zip, "--tta", "none", "--json")
+    assert code == 0
+    rows = json.loads(out)["rows"]
+    assert rows[0]["tau"] == 0 and rows[-1]["tau"] == 1
+    # Balancing trades accuracy for the rare classes: the lowest recall does not fall from tau 0 to tau 1.
+    assert rows[-1]["min_recall"] >= rows[0]["min_recall"]
+    code, _, err = run_main(capsys, "prior", ferplus_run, "--data", ferplus_zip, "--tau", "0.5")
+    assert code == 2 and "--tau and --out go together" in err
+
+
+# ---- distillation -----------------------------------------------------------------------------------------------
+
+
+def test_distillation_mixes_teacher_probabilities_into_the_target(ferplus_run, ferplus_zip, tmp_path):
+    from ferkit.models.checkpoint import load_checkpoint
+    from ferkit.train.trainer import Trainer
+
+    base = [f"data.path={ferplus_zip}", "data.soft_labels=true", "data.limit_per_class=10",
+            "model.kwargs={width: 8}", "train.epochs=1", "train.batch_size=16"]
+    trainer = Trainer(load_config(None, [*base, f"train.teacher=[{ferplus_run}]", "train.distill=0.25"]),
+                      tmp_path / "student")
+    teacher, _ = load_checkpoint(ferplus_run)
+    x = torch.rand(4, 1, 48, 48).contiguous(memory_format=torch.channels_last)
+    y = torch.nn.functional.one_hot(torch.arange(4), 8).float()
+    with torch.no_grad():
+        expected = 0.75 * y + 0.25 * teacher(x).softmax(1)
+    assert torch.allclose(trainer._distill(x, y), expected, atol=2e-2)  # bf16 autocast where the CPU has it
+    summary = trainer.fit()
+    assert summary["epochs"] == 1
+    with pytest.raises(FerkitError, match="takes 48px views of 48px faces; this run trains on 40px"):
+        Trainer(load_config(None, [*base, "augment.crop=40", f"train.teacher=[{ferplus_run}]"]), tmp_path / "x")
