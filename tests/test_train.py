@@ -145,6 +145,14 @@ def test_made_validation_split_is_recorded(fer_zip, tmp_path):
     (["--optim.name", "adamax"], "unknown optimizer 'adamax'"),
     (["--data.drop", "[grumpy]"], "'grumpy' in the label mapping is not in this dataset"),
     (["--bogus"], "unrecognized argument '--bogus'"),
+    (["--epochs", "0"], "epochs must be a whole number of at least 1, got 0"),
+    (["--epochs", "-1"], "epochs must be a whole number of at least 1, got -1"),
+    (["--train.batch_size", "0"], "train.batch_size is 0; it must be at least 1"),
+    (["--optim.lr", ".nan"], "optim.lr is nan; it must be above 0"),
+    (["--data.limit_per_class", "0"], "data.limit_per_class is 0; it must be at least 1"),
+    (["--optim.lr", "[1"], "override optim.lr: '[1' is not a valid value"),
+    (["--model.name", "!!python/object:os.system x"], "could not determine a constructor"),
+    (["--data.classes", "[happy]"], "the class settings leave 1 class (happy); a classifier needs at least two"),
 ])
 def test_bad_config_one_line_exit_2(fer_zip, tmp_path, args, message):
     r = run_cli("train", ROOT / "configs" / "fer2013.yaml", f"--data={fer_zip}", "--out", tmp_path / "run",
@@ -157,6 +165,12 @@ def test_bad_config_one_line_exit_2(fer_zip, tmp_path, args, message):
 def test_missing_recipe_and_nothing_to_resume(tmp_path):
     r = run_cli("train", tmp_path / "nope.yaml", "--data", tmp_path)
     assert r.returncode == 2 and "no such config file" in r.stderr
+    r = run_cli("train", ROOT / "configs" / "fer2013.yaml", "--data", tmp_path / "a #1" / "x.zip")
+    assert r.returncode == 2 and "a #1/x.zip" in r.stderr  # the path as given, not cut at "#"
+    for name, content in (("list.yaml", b"- a\n- b\n"), ("binary.yaml", b"\xff\xfe\x00\x01")):
+        (tmp_path / name).write_bytes(content)
+        r = run_cli("train", tmp_path / name, "--data", tmp_path)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "recipe" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("train", "--resume", tmp_path)
     assert r.returncode == 2 and "nothing to resume" in r.stderr
 

@@ -308,28 +308,25 @@ def parse_overrides(extra: list[str]) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ferkit.config import load_config
+    from ferkit.config import load_config, set_epochs
     from ferkit.train.trainer import resume, train
 
     logging.getLogger("ferkit").setLevel(logging.INFO)
     printer = epoch_printer()
     if args.resume:
-        if args.config or args.extra or args.data or args.epochs or args.pretrained_file:
+        if args.config or args.extra or args.data or args.epochs is not None or args.pretrained_file:
             raise FerkitError("--resume continues a run with its saved config; give no recipe or overrides with it")
         summary = resume(args.resume, progress=True, callbacks=[printer])
     else:
         if not args.config:
             raise FerkitError("give a recipe, e.g. ferkit train configs/default.yaml --data ../shared/data/fer2013.zip")
-        overrides = parse_overrides(args.extra)
-        if args.data:
-            overrides.append(f"data.path={args.data}")
+        cfg = load_config(args.config, parse_overrides(args.extra))
+        if args.data:  # paths as given: no YAML reading ("a #1/x.zip" is not a comment)
+            cfg.data.path = args.data
         if args.pretrained_file:
-            overrides.append(f"model.pretrained_file={args.pretrained_file}")
-        cfg = load_config(args.config, overrides)
-        if args.epochs:
-            cfg.train.epochs = args.epochs
-            for stage in cfg.train.stages:
-                stage.epochs = min(stage.epochs, args.epochs)
+            cfg.model.pretrained_file = args.pretrained_file
+        if args.epochs is not None:
+            set_epochs(cfg, args.epochs)
         out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
         summary = train(cfg, out, progress=True, callbacks=[printer])
     best = summary["best"]

@@ -6,6 +6,7 @@ Unknown keys and wrong types fail with the list of valid keys; the resolved conf
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -208,9 +209,14 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file; see configs/ for recipes")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text file; a recipe is YAML text, see configs/") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a recipe is a mapping of sections (data:, model:, train:, ...), "
+                              f"not a {type(data).__name__}; see configs/")
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -221,5 +227,64 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {p!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
-    return from_dict(RunConfig, data)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {key}: {raw!r} is not a valid value ({str(e).splitlines()[0]}); quote "
+                              "text with special characters") from None
+    return check_config(from_dict(RunConfig, data))
+
+
+def _check(path: str, value: float | int | None, low: float, high: float = math.inf, *, low_open: bool = False,
+           high_open: bool = False) -> None:
+    """``value`` (None allowed) must be finite and within [low, high] (open ends where asked)."""
+    if value is None:
+        return
+    ok = math.isfinite(value) and (value > low if low_open else value >= low) and (
+        value < high if high_open else value <= high)
+    if not ok:
+        def num(v: float) -> str:
+            return f"{int(v):,}" if float(v).is_integer() else f"{v:g}"
+
+        lo = f"{'above' if low_open else 'at least'} {num(low)}"
+        hi = "" if high == math.inf else f" and {'below' if high_open else 'at most'} {num(high)}"
+        raise ConfigError(f"{path} is {value!r}; it must be {lo}{hi}")
+
+
+def check_config(cfg: RunConfig) -> RunConfig:
+    """Values the types allow but training cannot use: counts below 1, rates out of range, NaN and infinity."""
+    d, o, s, t = cfg.data, cfg.optim, cfg.schedule, cfg.train
+    _check("data.size", d.size, 8, 1024)
+    _check("data.val_fraction", d.val_fraction, 0, 1, low_open=True, high_open=True)
+    _check("data.limit_per_class", d.limit_per_class, 1)
+    _check("optim.lr", o.lr, 0, 10, low_open=True)
+    _check("optim.weight_decay", o.weight_decay, 0, 1)
+    _check("optim.momentum", o.momentum, 0, 1, high_open=True)
+    _check("optim.backbone_lr_mult", o.backbone_lr_mult, 0, 100)
+    _check("schedule.factor", s.factor, 0, 1, low_open=True, high_open=True)
+    _check("schedule.patience", s.patience, 0)
+    _check("schedule.min_delta", s.min_delta, 0)
+    _check("schedule.min_lr", s.min_lr, 0)
+    _check("schedule.warmup_epochs", s.warmup_epochs, 0)
+    _check("schedule.step_size", s.step_size, 1)
+    _check("schedule.pct_start", s.pct_start, 0, 1, low_open=True, high_open=True)
+    _check("train.epochs", t.epochs, 1, 100_000)
+    _check("train.batch_size", t.batch_size, 1, 1_000_000)
+    _check("train.label_smoothing", t.label_smoothing, 0, 1, high_open=True)
+    _check("train.early_stopping", t.early_stopping, 0)  # 0 or None: off
+    _check("train.max_batches", t.max_batches, 1)
+    _check("train.distill", t.distill, 0, 1, low_open=True)
+    for i, stage in enumerate(t.stages):
+        _check(f"train.stages[{i}].epochs", stage.epochs, 1, 100_000)
+        _check(f"train.stages[{i}].lr", stage.lr, 0, 10, low_open=True)
+    return cfg
+
+
+def set_epochs(cfg: RunConfig, epochs: int) -> RunConfig:
+    """``train.epochs = epochs``; with stages, every stage is capped at that many epochs (a quick run of a recipe)."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"epochs must be a whole number of at least 1, got {epochs!r}")
+    cfg.train.epochs = epochs
+    for stage in cfg.train.stages:
+        stage.epochs = min(stage.epochs, epochs)
+    return cfg

@@ -35,6 +35,9 @@ def prepare_data(cfg: DataConfig, seed: int, run_dir: Path | None = None, progre
                          drop=tuple(cfg.drop))
     ds = load_dataset(cfg.path, size=cfg.size, label_map=label_map, exclude=cfg.exclude, cache_dir=cfg.cache_dir,
                       progress=progress, keep_leaks=cfg.keep_leaks)
+    if len(ds.classes) < 2:
+        raise DataError(f"{ds.location}: the class settings leave {len(ds.classes)} class "
+                        f"({', '.join(ds.classes) or 'none'}); a classifier needs at least two")
     train = ds["train"]
     if cfg.soft_labels and train.soft is None:
         raise DataError(f"data.soft_labels needs annotator votes (FER+); {ds.location} ({ds.format}) has none")
