@@ -102,33 +102,72 @@ def test_ddp_two_cpu_processes(fer_zip, tmp_path):
     assert 0 <= float(row["val_accuracy"]) <= 1 and r.stdout.count("epoch   1") == 1
 
 
+@pytest.mark.parametrize("sampler", ["random", "weighted"])
+def test_ddp_ranks_train_on_disjoint_shards(fer_zip, tmp_path, sampler):
+    from dataclasses import replace
+
+    from ferkit.train.trainer import Trainer
+
+    trainer = Trainer(small(fer_zip, f"train.sampler={sampler}"), tmp_path / "run")
+    n = len(trainer.x_train)
+    shards = []
+    for rank in (0, 1):
+        trainer.ctx = replace(trainer.ctx, rank=rank, world_size=2)
+        shards.append(trainer._epoch_order(torch.Generator().manual_seed(7)))  # every rank draws the same order
+    assert len(shards[0]) == len(shards[1]) == n // 2
+    positions = torch.cat(shards)
+    if sampler == "random":  # a permutation cut in two: each image on exactly one rank
+        assert not set(shards[0].tolist()) & set(shards[1].tolist()) and len(set(positions.tolist())) == n - n % 2
+    else:  # one weighted draw with replacement cut in two: the halves of the same draw
+        whole = torch.multinomial(trainer.sample_w, n, replacement=True, generator=torch.Generator().manual_seed(7))
+        assert torch.equal(positions, whole[: 2 * (n // 2)])
+
+
 def test_stages_freeze_then_fine_tune(fer_zip, tmp_path):
     cfg = small(fer_zip, "train.stages=[{epochs: 1, trainable: head}, {epochs: 1, trainable: all, lr: 0.0001}]")
-    first = {}
-
-    def snapshot(trainer, metrics):
-        if metrics["epoch"] == 1:
-            first.update({k: v.clone() for k, v in trainer.model.state_dict().items()})
+    start, after_stage_1 = {}, {}
 
     from ferkit.train.callbacks import Callback
 
-    cb = Callback()
-    cb.on_epoch_end = snapshot
-    train(cfg, tmp_path / "run", callbacks=[cb])
-    init = {k: v for k, v in load_file(tmp_path / "run" / "last.safetensors").items()}
-    body = [k for k in first if not k.startswith("head.") and k.endswith("weight")]
-    assert body and len(rows(tmp_path / "run")) == 2
-    assert [r["stage"] for r in rows(tmp_path / "run")] == ["1", "2"]
-    assert any(not torch.equal(first[k], init[k]) for k in body)  # stage 2 moved the body
+    class Snapshots(Callback):
+        def on_stage_start(self, trainer, stage):
+            if stage == 0:
+                start.update({k: v.clone() for k, v in trainer.model.state_dict().items()})
+
+        def on_epoch_end(self, trainer, metrics):
+            if metrics["epoch"] == 1:
+                after_stage_1.update({k: v.clone() for k, v in trainer.model.state_dict().items()})
+
+    train(cfg, tmp_path / "run", callbacks=[Snapshots()])
+    final = dict(load_file(tmp_path / "run" / "last.safetensors"))
+    body = [k for k in start if not k.startswith("head.") and not k.endswith("num_batches_tracked")]
+    head = [k for k in start if k.startswith("head.")]
+    assert body and head and [r["stage"] for r in rows(tmp_path / "run")] == ["1", "2"]
+    # Stage 1 trains the head alone: every body tensor (weights and batch-norm statistics) stays as it was.
+    assert all(torch.equal(start[k], after_stage_1[k]) for k in body)
+    assert any(not torch.equal(start[k], after_stage_1[k]) for k in head)
+    assert any(not torch.equal(after_stage_1[k], final[k]) for k in body)  # stage 2 moves the body
 
 
-def test_ferplus_soft_labels(ferplus_zip, tmp_path):
-    cfg = small(ferplus_zip, "data.soft_labels=true", "data.val_split=val", "data.drop=[contempt]",
+@pytest.mark.parametrize("soft", [True, False])
+def test_ferplus_soft_labels(ferplus_zip, tmp_path, monkeypatch, soft):
+    from ferkit.train import trainer as trainer_module
+
+    targets = []
+    loss = trainer_module.soft_cross_entropy
+    monkeypatch.setattr(trainer_module, "soft_cross_entropy",
+                        lambda logits, target, *a: targets.append(target) or loss(logits, target, *a))
+    cfg = small(ferplus_zip, f"data.soft_labels={str(soft).lower()}", "data.val_split=val", "data.drop=[contempt]",
                 "train.epochs=1")
     summary = train(cfg, tmp_path / "run")
     assert summary["epochs"] == 1
     assert read_meta(tmp_path / "run")["labels"] == ["angry", "disgust", "fear", "happy", "sad", "surprise",
                                                        "neutral"]
+    t = torch.cat(targets)
+    assert torch.allclose(t.sum(1), torch.ones(len(t)))
+    one_hot = (t.max(1).values == 1).float().mean()
+    # FER+ votes: most faces split their 10 votes; majority labels are one-hot.
+    assert one_hot < 0.6 if soft else one_hot == 1
 
 
 def test_made_validation_split_is_recorded(fer_zip, tmp_path):
