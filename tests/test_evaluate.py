@@ -294,3 +294,13 @@ def test_console_script_bad_tta_no_traceback(runs, kaggle_folder):
     r = run_cli("evaluate", runs["crop"], "--data", kaggle_folder, "--tta", "ten")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     assert r.stderr.startswith("error: unknown TTA 'ten'")
+
+
+def test_tree_without_split_folders_is_scored_as_its_only_split(kaggle_folder, capsys):
+    plain = kaggle_folder / "test"  # class folders, no split folders
+    code, out, _ = run_main(capsys, "evaluate", "fer2013", "--data", plain, "--tta", "none", "--json")
+    assert code == 0
+    d = json.loads(out)
+    assert d["split"] == "train" and d["n"] == 42  # the one split such a tree has, said by name
+    code, _, err = run_main(capsys, "evaluate", "fer2013", "--data", kaggle_folder, "--split", "val")
+    assert code == 2 and "has no 'val' split; it has: train, test" in err

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -341,8 +342,9 @@ def test_predict_json_schema(capsys):
 def test_predict_csv_rows(capsys):
     code, out, _ = run_predict(capsys, "sample", NO_FACE, "--csv")
     rows = list(csv.DictReader(out.splitlines()))
-    assert code == 0 and len(rows) == 1
-    assert rows[0]["source"] == str(SAMPLE_PHOTO) and rows[0]["emotion"] == "happy"
+    assert code == 0 and len(rows) == 2
+    assert rows[0]["source"] == str(SAMPLE_PHOTO) and rows[0]["emotion"] == "happy" and rows[0]["faces"] == "1"
+    assert rows[1]["source"] == str(NO_FACE) and rows[1]["faces"] == "0" and rows[1]["emotion"] == ""
     assert rows[0]["track_id"] == "" and float(rows[0]["happy"]) == float(rows[0]["score"])
 
 
@@ -365,21 +367,14 @@ def bad(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("args, message", [
     (["missing.jpg"], "missing.jpg: no such file or folder"),
-    (["truncated.jpg"], "truncated.jpg: not a readable image"),
-    (["text.jpg"], "text.jpg: not a readable image"),
     (["notes.txt"], "notes.txt: not an image or video file name"),
     (["empty"], "empty: no images in this folder"),
-    (["garbage.mp4"], "garbage.mp4: cannot be decoded as a video"),
-    (["zero.avi"], "zero.avi: cannot be decoded as a video"),
-    (["no_frames.mp4"], "no_frames.mp4: cannot be decoded as a video"),
     (["--webcam", "9"], "camera 9 cannot be opened"),
-    (["sample", "--model", "no_such_model"], "no_such_model: no such checkpoint"),
+    (["sample", "--model", "no_such_model"], "no_such_model: no such model"),
     (["sample", "--detector", "dlib"], "unknown face detector 'dlib'; choose one of: haar, mtcnn, blazeface, "
                                        "blazeface_short"),
     (["sample", "--backend", "tensorrt"], "unknown backend 'tensorrt'; choose one of: torch"),
     (["sample", "--tta", "fivecrop"], "unknown TTA 'fivecrop'"),
-    (["sample", "truncated.jpg"], "truncated.jpg: not a readable image"),  # fails after a good photo
-    (["sample", "no_frames.mp4"], "no_frames.mp4: cannot be decoded as a video"),
     (["garbage.mp4", "--no-detect"], "without face detection each input must be a face photo"),
     ([], "give an image, folder or video"),
 ])
@@ -391,6 +386,44 @@ def test_bad_input_is_one_line_and_writes_nothing(bad, monkeypatch, capsys, args
     assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
     assert "Traceback" not in err + out
     assert sorted(p.name for p in bad.iterdir()) == before  # no output folder, no stray file
+
+
+@pytest.mark.parametrize("args, kind, reason", [
+    (["truncated.jpg"], "image", "truncated.jpg: not a readable image"),
+    (["text.jpg"], "image", "text.jpg: not a readable image"),
+    (["garbage.mp4"], "video", "garbage.mp4: cannot be decoded as a video"),
+    (["zero.avi"], "video", "zero.avi: cannot be decoded as a video"),
+    (["no_frames.mp4"], "video", "no_frames.mp4: cannot be decoded as a video"),
+    (["sample", "truncated.jpg"], "image", "truncated.jpg: not a readable image"),  # after a good photo
+    (["sample", "no_frames.mp4"], "video", "no_frames.mp4: cannot be decoded as a video"),
+])
+def test_unreadable_inputs_are_reported_and_the_rest_processed(bad, monkeypatch, capsys, args, kind, reason):
+    monkeypatch.chdir(bad)
+    code, out, err = run_predict(capsys, *args, "--out", "results/run")
+    assert code == 1 and "Traceback" not in err + out
+    assert err.count("\n") == 1 and "1 unreadable: " in err and reason in err, err
+    results = json.loads((bad / "results" / "run" / "results.json").read_text())
+    failed = [r for r in results["results"] if r["status"] == "unreadable"]
+    assert len(failed) == 1 and failed[0]["kind"] == kind and reason in failed[0]["reason"]
+    ok = [r for r in results["results"] if r["status"] == "ok"]
+    assert len(ok) == len(args) - 1 and all(r["faces"] for r in ok)  # the astronaut, where given
+    written = sorted(p.name for p in (bad / "results" / "run").iterdir())
+    assert written == sorted(["results.json", *(["astronaut.jpg"] if ok else [])])  # nothing of the bad input
+    shutil.rmtree(bad / "results")
+
+
+def test_mixed_folder_returns_every_good_result_and_the_bad_files_reason(bad, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(SAMPLE_PHOTO.read_bytes())
+    (folder / "b.jpg").write_bytes((bad / "truncated.jpg").read_bytes())
+    (folder / "c.jpg").write_bytes(NO_FACE.read_bytes())
+    code, out, err = run_predict(capsys, folder, "--csv")
+    assert code == 1 and err.startswith("3 photos, 1 unreadable: ") and "b.jpg: not a readable image" in err
+    rows = list(csv.DictReader(out.splitlines()))
+    assert [(Path(r["source"]).name, r["status"], r["faces"]) for r in rows] == [
+        ("a.jpg", "ok", "1"), ("b.jpg", "unreadable", ""), ("c.jpg", "ok", "0")]
+    assert rows[0]["emotion"] == "happy" and rows[2]["emotion"] == "" and "not a readable image" in rows[1]["reason"]
 
 
 def test_out_inside_a_file_is_one_line(tmp_path, capsys):
@@ -411,9 +444,9 @@ def test_corrupt_video_error_is_alone_on_stderr(bad):
     """In a fresh process (where FFmpeg's own logging is set up) nothing but ferkit's line reaches stderr."""
     run = subprocess.run([sys.executable, "-m", "ferkit", "predict", "garbage.mp4"], cwd=bad, capture_output=True,
                          text=True, timeout=300)
-    assert run.returncode == 2
-    assert run.stderr == "error: garbage.mp4: cannot be decoded as a video (corrupt, empty or an unsupported " \
-                         "format)\n"
+    assert run.returncode == 1
+    assert run.stderr == "1 video, 1 unreadable: garbage.mp4: cannot be decoded as a video (corrupt, empty or an " \
+                         "unsupported format)\n"
 
 
 def test_iou():

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ferkit.errors import FerkitError
 
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # a mistake in the command: nothing was done
+EXIT_SOME_FAILED = 1  # predict: some inputs could not be read; the others' results are out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,10 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN",
                    help="a shipped model (default, fer2013), a run directory or a .safetensors checkpoint")
     p.add_argument("--data", required=True, metavar="PATH", help="dataset: folder, .zip or fer2013.csv")
-    p.add_argument("--split", default="test", help="split to score (default: test)")
+    p.add_argument("--split", help="split to score (default: test, or the only split of a dataset without "
+                   "split folders)")
     p.add_argument("--tta", metavar="{none,flip,tencrop}",
                    help="test-time augmentation: none, flip (face and mirror) or tencrop (corners, centre, mirrors); "
-                   "default: the checkpoint's own (tencrop for the default model, else none)")
+                   "default: the checkpoint's own (tencrop for the shipped models, else none)")
     p.add_argument("--ensemble", nargs="+", default=[], metavar="CHECKPOINT",
                    help="more checkpoints or runs whose probabilities are averaged with the first one's")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -411,7 +413,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import cv2
 
     from ferkit.infer import Recognizer
-    from ferkit.infer.batch import face_rows, predict_camera, predict_inputs
+    from ferkit.infer.batch import face_columns, face_rows, predict_camera, predict_inputs
     from ferkit.infer.video import has_display
 
     # OpenCV and FFmpeg print their own warnings for unreadable videos and missing cameras; the error says it once.
@@ -441,13 +443,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     elif args.csv:
         import csv
 
-        rows = face_rows(run)
-        columns = ["source", "frame", "time_s", "track_id", "x", "y", "w", "h", *rec.labels, "emotion", "score"]
-        writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
+        writer = csv.DictWriter(sys.stdout, fieldnames=face_columns(rec.labels), lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(face_rows(run))
     else:
         print_predictions(run)
+    if run.failed:  # the others' results are out; say what could not be read, and exit 1
+        reasons = "; ".join(f.reason for f in run.failed[:3]) + ("; ..." if len(run.failed) > 3 else "")
+        print(f"{run.summary()}: {reasons}", file=sys.stderr)
+        return EXIT_SOME_FAILED
     return 0
 
 
@@ -456,10 +460,14 @@ def print_predictions(run) -> None:
     from rich.markup import escape
 
     from ferkit.infer import PhotoResult
+    from ferkit.infer.batch import FailedInput
 
     console = Console()
     for r in run.results:
         name = escape(Path(r.source).name)
+        if isinstance(r, FailedInput):
+            console.print(f"{name}: unreadable ({escape(r.reason)})", highlight=False)
+            continue
         if isinstance(r, PhotoResult):
             if not r.faces:
                 console.print(f"{name} ({r.width}x{r.height}): no face found", highlight=False)

@@ -33,9 +33,10 @@ __all__ = [
 ]
 
 
-def evaluate(checkpoint: str | Path, data: str | Path, split: str = "test", tta: str | None = None,
+def evaluate(checkpoint: str | Path, data: str | Path, split: str | None = None, tta: str | None = None,
              ensemble: Sequence[str | Path] = (), batch_size: int = 256, *, progress: bool = False) -> Evaluation:
-    """Score a checkpoint (or run directory), alone or averaged with the ``ensemble`` checkpoints, on ``split``.
+    """Score a checkpoint (or run directory), alone or averaged with the ``ensemble`` checkpoints, on ``split``
+    (None: ``test``, or the only split of a dataset without split folders; ``Evaluation.split`` says which).
 
     Classes are matched by name: images of data classes the model cannot predict are left out (and counted in
     ``excluded_classes`` / ``excluded_images``); metrics run over the model's full label list (answers of a class
@@ -60,8 +61,8 @@ def evaluate(checkpoint: str | Path, data: str | Path, split: str = "test", tta:
     return replace(ev, seconds=time.perf_counter() - start)
 
 
-def score(members: Sequence[Member], paths: Sequence[str | Path], data: str | Path, split: str, tta: str | None,
-          batch_size: int = 256, progress: bool = False) -> tuple[Evaluation, EvalData, np.ndarray]:
+def score(members: Sequence[Member], paths: Sequence[str | Path], data: str | Path, split: str | None,
+          tta: str | None, batch_size: int = 256, progress: bool = False) -> tuple[Evaluation, EvalData, np.ndarray]:
     """Loaded ``members`` (read from ``paths``) scored on ``split``: the evaluation, the data it ran on and the
     probabilities (N, C). ``tta`` None means the first member's own protocol; see ``evaluate``."""
     start = time.perf_counter()
@@ -72,9 +73,9 @@ def score(members: Sequence[Member], paths: Sequence[str | Path], data: str | Pa
     t0 = time.perf_counter()
     probs = predict_proba(members, d.faces.images, tta, batch_size)
     predict_seconds = time.perf_counter() - t0
-    warnings = [w for (_, m), p in zip(members, paths) if (w := overlap_warning(m, d.location, split, p))]
+    warnings = [w for (_, m), p in zip(members, paths) if (w := overlap_warning(m, d.location, d.split, p))]
     ev = replace(compute_metrics(d.y, probs, labels), checkpoints=[str(p) for p in paths], data=d.location,
-                 split=split, tta=tta, excluded_classes=d.excluded_classes, excluded_images=d.excluded_images,
+                 split=d.split, tta=tta, excluded_classes=d.excluded_classes, excluded_images=d.excluded_images,
                  warnings=warnings, predict_seconds=predict_seconds, seconds=time.perf_counter() - start)
     return ev, d, probs
 

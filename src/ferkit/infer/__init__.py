@@ -1,7 +1,7 @@
 """Inference: faces found in photos, videos and webcams, and their emotions.
 
     from ferkit.infer import Recognizer, SAMPLE_PHOTO, annotate
-    rec = Recognizer.load()                   # the shipped model and OpenCV's Haar face detector
+    rec = Recognizer.load()                   # the shipped default model and OpenCV's Haar face detector
     faces = rec.predict(SAMPLE_PHOTO)         # [Face(box=(x, y, w, h), emotions={...}), ...]
     image = annotate(cv2.imread(str(SAMPLE_PHOTO)), faces)
 

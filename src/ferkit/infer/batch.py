@@ -1,9 +1,10 @@
 """Predictions for what a user names (photos, folders of photos, videos) and the files they ask for: the work of
 ``ferkit predict``.
 
-With an output folder, annotated photos (``<name>.jpg``), annotated videos (``<name>.mp4``), video timelines
-(``<name>_timeline.csv``) and ``results.json`` are first written to a hidden folder inside it and moved into place
-only when every input has succeeded, so a bad input leaves nothing behind.
+Every input is processed: one that cannot be read (a truncated photo, a video without frames) becomes a
+``FailedInput`` with its reason, and the others go on. With an output folder, annotated photos (``<name>.jpg``),
+annotated videos (``<name>.mp4``), video timelines (``<name>_timeline.csv``) and ``results.json`` are first written
+to a hidden folder inside it and moved into place together at the end, so an interrupted run leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -40,14 +42,26 @@ class PhotoResult:
     width: int
     height: int
     faces: list[Face]
-    seconds: float
+    processing_s: float
     annotated: str | None = None
     kind: str = "image"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "kind": self.kind, "width": self.width, "height": self.height,
-                "faces": [f.to_dict() for f in self.faces], "seconds": round(self.seconds, 4),
+        return {"source": self.source, "kind": self.kind, "status": "ok", "width": self.width,
+                "height": self.height, "faces": [f.to_dict() for f in self.faces], "processing_s": round(self.processing_s, 4),
                 "annotated": self.annotated}
+
+
+@dataclass
+class FailedInput:
+    """An input that could not be read, and why."""
+
+    source: str
+    kind: str  # image | video
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "kind": self.kind, "status": "unreadable", "reason": self.reason}
 
 
 @dataclass
@@ -55,11 +69,21 @@ class PredictRun:
     """Every input's result, in input order, and the settings that produced them."""
 
     settings: dict[str, Any]
-    results: list[PhotoResult | VideoResult]
+    results: list[PhotoResult | VideoResult | FailedInput]
     out: str | None = None
 
+    @property
+    def failed(self) -> list[FailedInput]:
+        return [r for r in self.results if isinstance(r, FailedInput)]
+
+    def summary(self) -> str:
+        """One line: how many photos and videos, how many of them unreadable."""
+        counts = [(sum(r.kind == kind for r in self.results), kind) for kind in ("image", "video")]
+        parts = [f"{n} {'photo' if kind == 'image' else 'video'}{'s' * (n != 1)}" for n, kind in counts if n]
+        return ", ".join(parts) + (f", {len(self.failed)} unreadable" if self.failed else "")
+
     def to_dict(self) -> dict[str, Any]:
-        return {**self.settings, "results": [r.to_dict() for r in self.results]}
+        return {**self.settings, "summary": self.summary(), "results": [r.to_dict() for r in self.results]}
 
     def files(self) -> list[str]:
         """Files written into the output folder."""
@@ -90,7 +114,8 @@ def predict_inputs(inputs: Sequence[str | Path], recognizer: Recognizer, out: st
 
     ``detect`` False treats each photo as one already-cropped face (no videos then). ``detect_every``: video frames
     per detector run. ``out``: a folder for the annotated photos and videos, video timelines and results.json.
-    Every input is checked before work starts.
+    Names that do not exist and unknown file types fail before work starts; a file that cannot be decoded becomes a
+    ``FailedInput`` in the results (``PredictRun.failed``) and the rest are processed.
     """
     paths = expand_inputs(inputs)
     kinds = [input_kind(p) for p in paths]
@@ -124,27 +149,39 @@ def predict_inputs(inputs: Sequence[str | Path], recognizer: Recognizer, out: st
 
 
 def _run(paths: list[Path], kinds: list[str], names: list[tuple[str, ...]], recognizer: Recognizer,
-         stage: Path | None, detect: bool, detect_every: int, progress: bool) -> list[PhotoResult | VideoResult]:
-    results: list[PhotoResult | VideoResult] = []
+         stage: Path | None, detect: bool, detect_every: int,
+         progress: bool) -> list[PhotoResult | VideoResult | FailedInput]:
+    results: list[PhotoResult | VideoResult | FailedInput] = []
     photos = kinds.count("image")
     bar = tqdm(total=photos, desc="photos", unit="photo", disable=not progress or photos < 2, leave=False)
     for path, kind, files in zip(paths, kinds, names):
         files = [stage / n for n in files] if stage is not None else [None] * len(files)
-        if kind == "video":
-            results.append(process_video(path, recognizer, *files, progress=progress, detect_every=detect_every))
-            continue
-        start = time.perf_counter()
-        image = read_image(path)
-        faces = recognizer.predict(image) if detect else recognizer.predict_faces([image])
-        result = PhotoResult(str(path), image.shape[1], image.shape[0], faces, time.perf_counter() - start)
-        if files[0] is not None:
-            _, data = cv2.imencode(".jpg", annotate(image, faces), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-            atomic_write(files[0], data.tobytes())
-            result.annotated = str(files[0])
-        results.append(result)
-        bar.update()
+        try:
+            if kind == "video":
+                results.append(process_video(path, recognizer, *files, progress=progress, detect_every=detect_every))
+            else:
+                results.append(_photo(path, recognizer, files[0], detect))
+        except FerkitError as e:  # this input cannot be read: say why, keep going
+            for f in files:
+                if f is not None:
+                    f.unlink(missing_ok=True)
+            results.append(FailedInput(str(path), kind, str(e)))
+        if kind == "image":
+            bar.update()
     bar.close()
     return results
+
+
+def _photo(path: Path, recognizer: Recognizer, annotated: Path | None, detect: bool) -> PhotoResult:
+    start = time.perf_counter()
+    image = read_image(path)
+    faces = recognizer.predict(image) if detect else recognizer.predict_faces([image])
+    result = PhotoResult(str(path), image.shape[1], image.shape[0], faces, time.perf_counter() - start)
+    if annotated is not None:
+        _, data = cv2.imencode(".jpg", annotate(image, faces), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        atomic_write(annotated, data.tobytes())
+        result.annotated = str(annotated)
+    return result
 
 
 def _publish(run: PredictRun, stage: Path, out_dir: Path) -> PredictRun:
@@ -156,7 +193,8 @@ def _publish(run: PredictRun, stage: Path, out_dir: Path) -> PredictRun:
         return str(out_dir / Path(f).name)
 
     results = [replace(r, annotated=moved(r.annotated)) if isinstance(r, PhotoResult)
-               else replace(r, out_video=moved(r.out_video), out_csv=moved(r.out_csv)) for r in run.results]
+               else replace(r, out_video=moved(r.out_video), out_csv=moved(r.out_csv)) if isinstance(r, VideoResult)
+               else r for r in run.results]
     run = replace(run, results=results)
     atomic_write(out_dir / RESULTS_FILE, json.dumps(run.to_dict(), indent=2) + "\n")
     stage.rmdir()
@@ -182,20 +220,32 @@ def predict_camera(camera: int, recognizer: Recognizer, out: str | Path | None =
     return run
 
 
+def face_columns(labels: Sequence[str]) -> list[str]:
+    return ["source", "status", "reason", "faces", "frame", "time_s", "track_id", "x", "y", "w", "h", *labels,
+            "emotion", "score"]
+
+
 def face_rows(run: PredictRun) -> list[dict[str, Any]]:
-    """One row per face of every photo and per tracked face per frame of every video: source, frame, time_s,
-    track_id (the last three empty for photos), x, y, w, h, one column per emotion, emotion, score."""
+    """One row per face of every photo and per tracked face per frame of every video (columns ``face_columns``):
+    source, status (ok or unreadable), reason, faces (in the photo or frame), frame, time_s, track_id (the last
+    three empty for photos), x, y, w, h, one column per emotion, emotion, score. A photo without a face and an
+    unreadable input keep one row, its face columns empty."""
     labels = run.settings["labels"]
     rows = []
     for r in run.results:
-        if isinstance(r, PhotoResult):
-            for f in r.faces:
-                d = f.to_dict()
-                rows.append({"source": r.source, "frame": "", "time_s": "", "track_id": "",
-                             **dict(zip("xywh", f.box)), **d["emotions"], "emotion": d["emotion"],
-                             "score": d["score"]})
+        if isinstance(r, FailedInput):
+            rows.append({"source": r.source, "status": "unreadable", "reason": r.reason, "faces": ""})
+        elif isinstance(r, PhotoResult):
+            base = {"source": r.source, "status": "ok", "reason": "", "faces": len(r.faces), "frame": "",
+                    "time_s": "", "track_id": ""}
+            rows += [{**base, **dict(zip("xywh", f.box)), **(d := f.to_dict())["emotions"], "emotion": d["emotion"],
+                      "score": d["score"]} for f in r.faces] or [base]
         else:
+            per_frame = Counter(t["frame"] for t in r.timeline)
             for t in r.timeline:
                 top = max(labels, key=lambda k: t[k])
-                rows.append({"source": r.source, **t, "emotion": top, "score": t[top]})
+                rows.append({"source": r.source, "status": "ok", "reason": "", "faces": per_frame[t["frame"]], **t,
+                             "emotion": top, "score": t[top]})
+            if not r.timeline:
+                rows.append({"source": r.source, "status": "ok", "reason": "", "faces": 0})
     return rows

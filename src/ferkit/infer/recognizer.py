@@ -1,6 +1,6 @@
 """The Recognizer: faces and their emotions in a photo, as ``Face`` results.
 
-    rec = Recognizer.load()                   # the shipped model, Haar faces
+    rec = Recognizer.load()                   # the shipped default model, Haar faces
     faces = rec.predict("photo.jpg")          # or a BGR uint8 array (OpenCV convention)
     [f.to_dict() for f in faces]              # [{"box": [x, y, w, h], "emotions": {...}, "emotion": "happy", ...}]
 """

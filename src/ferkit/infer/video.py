@@ -150,19 +150,26 @@ class VideoResult:
     width: int
     height: int
     frames: int
-    seconds: float  # processing time
+    processing_s: float  # wall time spent reading it
     tracks: list[TrackSummary]
     timeline: list[dict[str, Any]] = field(repr=False)  # rows as in the CSV (not in to_dict)
     out_video: str | None = None
     out_csv: str | None = None
 
     @property
+    def duration_s(self) -> float:
+        """Length of the footage read, at its frame rate."""
+        return self.frames / self.fps if self.fps else 0.0
+
+    @property
     def frames_per_s(self) -> float:
-        return self.frames / self.seconds if self.seconds else 0.0
+        """Frames processed per second of wall time."""
+        return self.frames / self.processing_s if self.processing_s else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("tracks", "timeline")}
-        return {**d, "seconds": round(self.seconds, 3), "frames_per_s": round(self.frames_per_s, 2),
+        return {**d, "status": "ok", "duration_s": round(self.duration_s, 3),
+                "processing_s": round(self.processing_s, 3), "frames_per_s": round(self.frames_per_s, 2),
                 "timeline_rows": len(self.timeline), "tracks": [t.to_dict() for t in self.tracks]}
 
 
