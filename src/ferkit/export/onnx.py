@@ -26,7 +26,7 @@ from ferkit.models.checkpoint import META_KEY, is_onnx, load_checkpoint, resolve
 
 INPUT_NAME, OUTPUT_NAME = "faces", "logits"
 PARITY_ATOL = 1e-4  # largest |p_onnx - p_torch| accepted for an fp32 export (probabilities)
-INT8_MIN_AGREEMENT = 0.9  # share of calibration faces whose top emotion an int8 export must keep
+INT8_MIN_AGREEMENT = 0.9  # share of check faces (not calibrated on) whose top emotion an int8 export must keep
 CALIBRATION_FACES = 512
 
 
@@ -93,9 +93,10 @@ def load_onnx(path: str | Path) -> tuple[OnnxModel, dict[str, Any]]:
     return OnnxModel(path), meta
 
 
-def _calibration_faces(data: str | Path | None, meta: dict[str, Any], n: int) -> np.ndarray | None:
-    """Up to ``n`` training faces (N, S, S) uint8, every class represented, from ``data`` or the checkpoint's own
-    training set when it is on this machine; None when neither is available."""
+def _real_faces(data: str | Path | None, meta: dict[str, Any], n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(calibration faces, check faces): two disjoint random sets of up to ``n`` training faces (N, S, S) uint8 from
+    ``data`` or the checkpoint's own training set when it is on this machine (a set too small for two gives the same
+    faces to both); None when neither is available."""
     from ferkit.data import load_dataset
 
     if data is None:
@@ -104,17 +105,16 @@ def _calibration_faces(data: str | Path | None, meta: dict[str, Any], n: int) ->
             return None
     ds = load_dataset(data, size=int(meta["input"]["face_size"]))
     faces = ds["train" if "train" in ds.splits else next(iter(ds.splits))]
-    rng = np.random.default_rng(0)
-    pick = rng.permutation(len(faces))[:n]
-    return faces.images[np.sort(pick)]
+    pick = np.random.default_rng(0).permutation(len(faces))
+    calib = np.sort(pick[:n])
+    check = np.sort(pick[n:2 * n]) if len(pick) >= 2 * n else calib
+    return faces.images[calib], faces.images[check]
 
 
-def _check_faces(calibration: np.ndarray | None, meta: dict[str, Any]) -> np.ndarray:
-    if calibration is not None:
-        return calibration
-    rng = np.random.default_rng(0)  # without real faces, parity is checked on noise
+def _noise_faces(meta: dict[str, Any]) -> np.ndarray:
+    """Without real faces, fp32 parity is checked on noise."""
     s = int(meta["input"]["face_size"])
-    return rng.integers(0, 256, (64, s, s), dtype=np.uint8)
+    return np.random.default_rng(0).integers(0, 256, (64, s, s), dtype=np.uint8)
 
 
 def _export_graph(model: torch.nn.Module, size: int, path: Path) -> None:
@@ -177,24 +177,24 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, int8: bool = False,
     if not out.parent.is_dir():
         raise FerkitError(f"{out.parent}: no such folder; create it first")
     model, meta = load_checkpoint(checkpoint)
-    calib = _calibration_faces(calibration, meta, CALIBRATION_FACES)
-    if int8 and calib is None:
+    real = _real_faces(calibration, meta, CALIBRATION_FACES)
+    if int8 and real is None:
         raise FerkitError("int8 export needs calibration faces: pass --calibration PATH (e.g. the training dataset)")
-    faces = _check_faces(calib, meta)
+    calib, faces = real if real is not None else (None, _noise_faces(meta))
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         _export_graph(model, int(meta["input"]["size"]), fp32)
         final = fp32
         if int8:
             final = Path(tmp) / "int8.onnx"
-            _quantize(fp32, final, faces, meta)
+            _quantize(fp32, final, calib, meta)
         _set_meta(final, {**meta, "onnx": {"int8": int8, "source": str(checkpoint)}})
         diff, agree = _parity(model, OnnxModel(final), meta, faces)
         if not int8 and diff > PARITY_ATOL:
             raise FerkitError(f"the ONNX model's probabilities differ from PyTorch's by {diff:.2g} "
                               f"(allowed {PARITY_ATOL:g}); nothing written")
         if int8 and agree < INT8_MIN_AGREEMENT:
-            raise FerkitError(f"the int8 model keeps the top emotion of only {agree:.1%} of the calibration faces "
+            raise FerkitError(f"the int8 model keeps the top emotion of only {agree:.1%} of the check faces "
                               f"(needs {INT8_MIN_AGREEMENT:.0%}); export fp32 instead")
         os.replace(final, out)
     return ExportResult(str(out), out.stat().st_size / 1e6, int8, diff, agree, len(faces),
