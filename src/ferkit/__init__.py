@@ -11,7 +11,8 @@
     summary = ferkit.train("configs/default.yaml", data="ferplus.zip", out="runs/mine", epochs=5)
     scores = ferkit.evaluate("runs/mine", "ferplus.zip", split="val")
 
-Names are imported on first use, so ``import ferkit`` stays light.
+Names are imported on first use, so ``import ferkit`` stays light. ``ferkit.train`` and ``ferkit.evaluate`` are
+the packages of those names, callable as their functions.
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ _LAZY = {
     "list_models": "ferkit.models",
     "Recognizer": "ferkit.infer",
     "Face": "ferkit.infer",
-    "evaluate": "ferkit.evaluate",
 }
+# Packages that are also the function of their name (see ferkit.callable_package).
+_CALLABLE = ("train", "evaluate")
 
-__all__ = ["__version__", *_LAZY, "load_model", "train"]
+__all__ = ["__version__", *_LAZY, *_CALLABLE, "load_model"]
 
 
 def __getattr__(name: str) -> Any:
@@ -46,6 +48,8 @@ def __getattr__(name: str) -> Any:
         value = getattr(import_module(_LAZY[name]), name)
         globals()[name] = value  # once imported, an ordinary attribute
         return value
+    if name in _CALLABLE:
+        return import_module(f"ferkit.{name}")
     raise AttributeError(f"module 'ferkit' has no attribute {name!r}")
 
 
@@ -56,21 +60,3 @@ def load_model(model: str | Path = "default", device: str = "cpu") -> tuple[Any,
     from ferkit.models.checkpoint import resolve_checkpoint
 
     return load_members([resolve_checkpoint(model)], device)[0]
-
-
-def train(recipe: str | Path | None = None, data: str | Path | None = None, out: str | Path = "runs/run",
-          epochs: int | None = None, overrides: list[str] | None = None, progress: bool = False) -> dict[str, Any]:
-    """Train a recipe (a YAML file of ``configs/``, or None for the defaults) on ``data`` into the run directory
-    ``out``; ``epochs`` caps the run (every stage, with stages); ``overrides`` are ``section.key=value`` strings,
-    as ``--section.key value`` on the command line.
-    Returns the run summary (best epoch and its metrics, train time, data, checkpoint path)."""
-    from ferkit.config import load_config, set_epochs
-    from ferkit.train.trainer import train as fit
-
-    extra = list(overrides or [])
-    if data is not None:
-        extra.append(f"data.path={data}")
-    cfg = load_config(recipe, extra)
-    if epochs is not None:
-        set_epochs(cfg, epochs)
-    return fit(cfg, out, progress=progress)

@@ -1,4 +1,7 @@
-"""Evaluation of trained checkpoints on a labelled dataset: metrics, test-time augmentation, ensembles, plots."""
+"""Evaluation of trained checkpoints on a labelled dataset: metrics, test-time augmentation, ensembles, plots.
+
+``ferkit.evaluate(model, data, ...)`` (this package, called) is ``evaluate``.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ferkit.callable_package import make_callable
 from ferkit.errors import FerkitError
 from ferkit.evaluate.data import EvalData, load_eval_data
 from ferkit.evaluate.metrics import Calibration, Evaluation, Scores, calibration, compute_metrics
@@ -97,3 +101,6 @@ def overlap_warning(meta: dict, location: str, split: str, name: str | Path = "t
         return (f"{name} was trained before ferkit left out training copies of evaluation images, without "
                 f"data.exclude: its {split} scores may be inflated; train it again")
     return None
+
+
+make_callable(__name__, evaluate)
