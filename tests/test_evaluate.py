@@ -262,7 +262,7 @@ def test_ferplus_scored_by_majority_vote(runs, ferplus_zip, tmp_path):
 
 @pytest.mark.parametrize("make_args, message", [
     (lambda r, d, t: [t / "notes.txt", "--data", d], "not a readable safetensors checkpoint"),
-    (lambda r, d, t: [t / "nowhere", "--data", d], "no such checkpoint"),
+    (lambda r, d, t: [t / "nowhere", "--data", d], "no such model"),
     (lambda r, d, t: [r, "--data", d, "--split", "private"], "has no 'private' split; it has: train, test"),
     (lambda r, d, t: [r, "--data", d, "--tta", "mirror"], "unknown TTA 'mirror'; choose one of: none, flip, tencrop"),
     (lambda r, d, t: [r, "--data", d, "--batch-size", "0"], "batch size must be at least 1"),

@@ -289,12 +289,12 @@ def test_video_tracks_with_blazeface(clip):
 
 
 def test_predict_cli_detect_every(clip, tmp_path, capsys):
-    path, _ = clip
+    path, regions = clip
     code, out, _ = run_predict(capsys, path, "--detect-every", "1", "--json")
     every_frame = json.loads(out)["results"][0]
     code3, out3, _ = run_predict(capsys, path, "--json")
     assert code == code3 == 0
-    assert every_frame["frames"] == json.loads(out3)["results"][0]["frames"]
+    assert every_frame["frames"] == json.loads(out3)["results"][0]["frames"] == len(regions)
     code, _, err = run_predict(capsys, path, "--detect-every", "0", "--out", tmp_path / "o")
     assert code == 2 and err.count("\n") == 1 and "detect_every must be at least 1" in err
     assert not (tmp_path / "o").exists()

@@ -15,7 +15,7 @@ FER_TRAIN = {"angry": 3995, "disgust": 436, "fear": 4097, "happy": 7215, "neutra
 
 
 def test_kaggle_zip_read_without_extracting(fer_zip):
-    ds = load_dataset(fer_zip)
+    ds = load_dataset(fer_zip, keep_leaks=True)  # as published: training copies of test faces too
     assert ds.format == "fer2013-folders"
     assert ds.classes == FER2013
     assert list(ds.splits) == ["train", "test"]
@@ -33,8 +33,8 @@ def test_kaggle_zip_read_without_extracting(fer_zip):
 
 
 def test_kaggle_folder_matches_zip(kaggle_folder, tmp_path):
-    folder = load_dataset(kaggle_folder)
-    zipped = load_dataset(zip_folder(kaggle_folder, tmp_path / "archive.zip"))  # wrapped in a top folder
+    folder = load_dataset(kaggle_folder, keep_leaks=True)
+    zipped = load_dataset(zip_folder(kaggle_folder, tmp_path / "archive.zip"), keep_leaks=True)  # in a top folder
     assert folder.format == zipped.format == "fer2013-folders"
     for split in ("train", "test"):
         assert folder[split].counts() == zipped[split].counts() == {c: 6 for c in FER2013}
@@ -63,7 +63,7 @@ def test_fer2013_csv_from_real_images(fer_zip, tmp_path):
 
 
 def test_ferplus_zip_majority_and_votes(ferplus_zip):
-    ds = load_dataset(ferplus_zip)
+    ds = load_dataset(ferplus_zip, keep_leaks=True)
     assert ds.format == "ferplus"
     assert ds.classes == (*FER2013, "contempt")  # canonical order, whatever the source order
     assert list(ds.splits) == ["train", "val"]

@@ -28,7 +28,7 @@ from ferkit.fileio import atomic_write, check_out_dir
 from ferkit.infer.draw import annotate
 from ferkit.infer.recognizer import Face, Recognizer
 from ferkit.infer.source import expand_inputs, input_kind, read_image
-from ferkit.infer.video import DETECT_EVERY, VideoResult, process_video
+from ferkit.infer.video import DETECT_EVERY, VideoResult, check_detect_every, process_video
 
 RESULTS_FILE = "results.json"
 JPEG_QUALITY = 90
@@ -117,6 +117,7 @@ def predict_inputs(inputs: Sequence[str | Path], recognizer: Recognizer, out: st
     Names that do not exist and unknown file types fail before work starts; a file that cannot be decoded becomes a
     ``FailedInput`` in the results (``PredictRun.failed``) and the rest are processed.
     """
+    check_detect_every(detect_every)
     paths = expand_inputs(inputs)
     kinds = [input_kind(p) for p in paths]
     if not detect and "video" in kinds:
@@ -211,6 +212,7 @@ def predict_camera(camera: int, recognizer: Recognizer, out: str | Path | None =
     ``window``: a title to show the annotated frames in; ``out``: a folder for the annotated video, its timeline
     and results.json.
     """
+    check_detect_every(detect_every)
     out_dir = check_out_dir(out) if out is not None else None
     files = (out_dir / f"{CAMERA_NAME}.mp4", out_dir / f"{CAMERA_NAME}_timeline.csv") if out_dir else (None, None)
     result = process_video(camera, recognizer, *files, window=window, detect_every=detect_every)

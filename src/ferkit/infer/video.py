@@ -218,6 +218,12 @@ def has_display() -> bool:
         os.uname().sysname == "Darwin"
 
 
+def check_detect_every(detect_every: int) -> int:
+    if isinstance(detect_every, bool) or not isinstance(detect_every, int) or detect_every < 1:
+        raise FerkitError(f"detect_every must be at least 1, got {detect_every}")
+    return detect_every
+
+
 def process_video(source: str | Path | int, recognizer: Recognizer, out_video: str | Path | None = None,
                   out_csv: str | Path | None = None, progress: bool = False, *, detect_every: int = DETECT_EVERY,
                   smoothing: float = SMOOTHING, window: str | None = None,
@@ -230,8 +236,7 @@ def process_video(source: str | Path | int, recognizer: Recognizer, out_video: s
     live in (needs a display; press q or Esc to stop). A webcam runs until stopped (q, Esc or Ctrl-C).
     ``on_frame`` is called with the number of frames done after each one (for progress displays of other kinds).
     """
-    if detect_every < 1:
-        raise FerkitError(f"detect_every must be at least 1, got {detect_every}")
+    check_detect_every(detect_every)
     if out_video is not None and Path(out_video).suffix.lower() != VIDEO_SUFFIX:
         raise FerkitError(f"{out_video}: the annotated video is written as MPEG-4; give a name ending in .mp4")
     if window is not None and not has_display():
