@@ -100,7 +100,8 @@ def show_result(view: VideoView, name: str) -> None:
     with right:
         a, b = st.columns(2)
         a.metric("Faces tracked", len(s["tracks"]))
-        b.metric("Analysed at", f"{s['frames_per_s']:.1f} fps", help=f"{s['frames']:,} frames in {s['seconds']:.1f} s")
+        b.metric("Analysed at", f"{s['frames_per_s']:.1f} fps",
+                 help=f"{s['frames']:,} frames in {s['processing_s']:.1f} s")
         if not s["tracks"]:
             st.info("No face was found in this video.", icon=":material/face:")
         st.download_button("Annotated video (MP4)", view.video.read_bytes(), file_name=f"{stem}-ferkit.mp4",
