@@ -453,3 +453,43 @@ def test_iou():
     a = np.array([[0, 0, 10, 10], [100, 100, 10, 10]], float)
     b = np.array([[5, 0, 10, 10]], float)
     np.testing.assert_allclose(iou(a, b), [[50 / 150], [0]])
+
+
+def test_killed_predict_leaves_staging_that_the_next_run_removes(tmp_path):
+    import os
+    import signal
+    import time
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(60):
+        (photos / f"p{i:02d}.jpg").write_bytes(SAMPLE_PHOTO.read_bytes())
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "ferkit", "predict", str(photos), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob(".ferkit-predict-*/*.jpg")):
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (stale,) = out.glob(".ferkit-predict-*")  # killed mid-run: nothing published, the staging folder left
+    assert not (out / "results.json").exists()
+    code = subprocess.run([sys.executable, "-m", "ferkit", "predict", str(photos / "p00.jpg"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300).returncode
+    assert code == 0 and not stale.exists() and not list(out.glob(".ferkit-predict-*"))
+    assert sorted(p.name for p in out.iterdir()) == ["p00.jpg", "results.json"]
+
+
+def test_staging_dirs_of_live_processes_are_kept(tmp_path):
+    import os
+
+    from ferkit.fileio import staging_dir
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / f".x-{dead.pid}-abc").mkdir()
+    (tmp_path / f".x-{os.getpid()}-mine").mkdir()
+    (tmp_path / ".x-notes").mkdir()  # not a staging folder of ours: left alone
+    new = staging_dir(tmp_path, ".x-")
+    assert new.name.startswith(f".x-{os.getpid()}-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f".x-{os.getpid()}-mine", ".x-notes", new.name])

@@ -12,7 +12,7 @@ import contextlib
 import io
 import json
 import os
-import tempfile
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ferkit.errors import FerkitError
+from ferkit.fileio import staging_dir
 from ferkit.models.checkpoint import META_KEY, is_onnx, load_checkpoint, resolve_checkpoint
 
 INPUT_NAME, OUTPUT_NAME = "faces", "logits"
@@ -181,7 +182,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, int8: bool = False,
     if int8 and real is None:
         raise FerkitError("int8 export needs calibration faces: pass --calibration PATH (e.g. the training dataset)")
     calib, faces = real if real is not None else (None, _noise_faces(meta))
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
+    tmp = staging_dir(out.parent, ".ferkit-export-")
+    try:
         fp32 = Path(tmp) / "fp32.onnx"
         _export_graph(model, int(meta["input"]["size"]), fp32)
         final = fp32
@@ -197,6 +199,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, int8: bool = False,
             raise FerkitError(f"the int8 model keeps the top emotion of only {agree:.1%} of the check faces "
                               f"(needs {INT8_MIN_AGREEMENT:.0%}); export fp32 instead")
         os.replace(final, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return ExportResult(str(out), out.stat().st_size / 1e6, int8, diff, agree, len(faces),
                         time.perf_counter() - start)
 

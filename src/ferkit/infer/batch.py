@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -24,13 +23,14 @@ import cv2
 from tqdm import tqdm
 
 from ferkit.errors import FerkitError
-from ferkit.fileio import atomic_write, check_out_dir
+from ferkit.fileio import atomic_write, check_out_dir, staging_dir
 from ferkit.infer.draw import annotate
 from ferkit.infer.recognizer import Face, Recognizer
 from ferkit.infer.source import expand_inputs, input_kind, read_image
 from ferkit.infer.video import DETECT_EVERY, VideoResult, check_detect_every, process_video
 
 RESULTS_FILE = "results.json"
+STAGING_PREFIX = ".ferkit-predict-"
 JPEG_QUALITY = 90
 
 
@@ -133,7 +133,7 @@ def predict_inputs(inputs: Sequence[str | Path], recognizer: Recognizer, out: st
                 raise FerkitError(f"{out_dir / n} is an input and would be overwritten; give another --out folder")
         created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]  # to remove again on failure
         out_dir.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(dir=out_dir, prefix=".ferkit-predict-"))
+        stage = staging_dir(out_dir, STAGING_PREFIX)
     try:
         results = _run(paths, kinds, names, recognizer, stage, detect, detect_every, progress)
         run = PredictRun(recognizer.describe(), results, str(out_dir) if out_dir is not None else None)
