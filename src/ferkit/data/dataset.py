@@ -170,8 +170,7 @@ def split_off(faces: FaceSet, fraction: float, seed: int, name: str = "val") -> 
     if not 0 < fraction < 1:
         raise DataError(f"validation fraction must be between 0 and 1, got {fraction}")
     digests = [hashlib.blake2b(img.tobytes(), digest_size=12).digest() for img in faces.images]
-    _, first, group = np.unique(np.array(digests, dtype=object).astype("S12"), return_index=True,
-                                return_inverse=True)  # group[i]: which set of identical images i is in
+    _, first, group = np.unique(digests, return_index=True, return_inverse=True)  # group[i]: i's set of copies
     try:
         rest, part = train_test_split(
             np.arange(len(first)), test_size=fraction, random_state=seed, stratify=faces.labels[first]

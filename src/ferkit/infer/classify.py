@@ -43,6 +43,7 @@ class Classifier:
                     else "give at least two different ones")
             raise FerkitError(f"classes: the model answers {', '.join(model_labels)}; {what}")
         self.classes = [c for c in model_labels if c in wanted]  # the model's order
+        self._columns = [model_labels.index(c) for c in self.classes]  # found once, not per frame
 
     @property
     def labels(self) -> list[str]:
@@ -60,8 +61,7 @@ class Classifier:
         probs = predict_proba(self.members, faces, self.tta)  # (N, C) in the model's order
         if self.classes is None:
             return probs
-        model_labels = list(self.members[0][1]["labels"])
-        probs = probs[:, [model_labels.index(c) for c in self.classes]]  # (N, K)
+        probs = probs[:, self._columns]  # (N, K)
         return probs / np.maximum(probs.sum(1, keepdims=True), np.finfo(np.float32).tiny)
 
 
