@@ -3,6 +3,7 @@ answers restricted to some classes, distillation from teachers, and the shipped 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import cv2
@@ -279,3 +280,83 @@ def test_distillation_mixes_teacher_probabilities_into_the_target(ferplus_run, f
     assert summary["epochs"] == 1
     with pytest.raises(FerkitError, match="takes 48px views of 48px faces; this run trains on 40px"):
         Trainer(load_config(None, [*base, "augment.crop=40", f"train.teacher=[{ferplus_run}]"]), tmp_path / "x")
+
+
+# ---- tone curves and a second labelling of the same faces ------------------------------------------------------
+
+
+def test_equalize_is_cv2s_and_undoes_tone_curves(faces):
+    eq = augment(AugmentConfig(equalize=1.0), faces)
+    expected = np.stack([cv2.equalizeHist(f[0]) for f in faces.numpy()])
+    assert np.array_equal((eq[:, 0] * 255).round().numpy(), expected)
+    # A monotone tone curve (a darker exposure) leaves the equalized face nearly as it was.
+    darker = ((faces.float() / 255) ** 1.8 * 255).round().to(torch.uint8)
+    eq_dark = augment(AugmentConfig(equalize=1.0), darker)
+    assert (eq_dark - eq).abs().mean() < 0.02 < ((darker - faces).float().abs().mean() / 255)
+    half = augment(AugmentConfig(equalize=0.5), faces)
+    changed = ((half - faces.float() / 255).abs().amax(dim=(1, 2, 3)) > 1e-6).float().mean()
+    assert 0.2 < changed < 0.8
+
+
+def test_match_faces_finds_each_face_however_it_was_stored(fer_zip):
+    from ferkit.data.match import match_faces
+
+    found = [decode(data) for files in real_faces(fer_zip, 40).values() for _, data in files]
+    found = np.stack([f for f in found if f.std() > 10])
+    other = np.stack([decode(data) for files in real_faces(fer_zip, 10, "test").values() for _, data in files])
+    order = np.random.default_rng(0).permutation(len(found))
+    stored = []  # the same faces in another order, with another tone curve and JPEG quality 40
+    for img in found[order]:
+        curved = (255 * (img / 255.0) ** 0.6).astype(np.uint8)
+        stored.append(cv2.imdecode(cv2.imencode(".jpg", curved, [cv2.IMWRITE_JPEG_QUALITY, 40])[1], 0))
+    index, similarity = match_faces(np.concatenate([found, other]), np.stack(stored))
+    matched = index[: len(found)]
+    assert (matched >= 0).all() and np.median(similarity[: len(found)]) > 0.98
+    assert np.array_equal(found[order][matched], found)  # the same pixels (duplicates may swap)
+    assert (index[len(found):] == -1).mean() > 0.95  # faces that are not there are not found
+
+
+def test_extra_labels_blend_another_datasets_label_of_the_same_face(fer_zip, tmp_path):
+    from ferkit.config import ConfigError, check_config
+    from ferkit.data import FaceSet
+    from ferkit.errors import DataError
+    from ferkit.train.data import blend_labels
+
+    train_faces = real_faces(fer_zip, 5)
+    images, truth, names = [], [], []
+    for cls, files in train_faces.items():  # the other labelling: the same faces, tone-curved JPEGs
+        (tmp_path / "ref" / "train" / cls).mkdir(parents=True)
+        for name, data in files:
+            img = decode(data)
+            if img.std() < 10:  # a blank frame has no face to find
+                continue
+            curved = (255 * (img / 255.0) ** 0.6).astype(np.uint8)
+            cv2.imwrite(str(tmp_path / "ref" / "train" / cls / name), curved, [cv2.IMWRITE_JPEG_QUALITY, 60])
+            images.append(img)
+            truth.append(FERPLUS.index(cls))
+            names.append(name)
+    unseen = [decode(data) for files in real_faces(fer_zip, 1, "test").values() for _, data in files]
+    order = np.random.default_rng(0).permutation(len(images) + len(unseen))
+    all_images = np.stack(images + unseen)[order]
+    votes = np.random.default_rng(1).dirichlet(np.ones(len(FERPLUS)), len(order)).astype(np.float32)
+    train = FaceSet("train", FERPLUS, all_images, votes.argmax(1), np.array([str(i) for i in order]), votes)
+    blended, matched = blend_labels(train, str(tmp_path / "ref"), 0.3, 48, None, False)
+    assert matched == len(images)
+    for row, i in enumerate(order):
+        expected = votes[row].copy()
+        if i < len(images):  # a face the other dataset has: its label there gets weight 0.3
+            expected = 0.7 * expected + 0.3 * np.eye(len(FERPLUS))[truth[i]]
+        assert np.allclose(blended.soft[row], expected, atol=1e-6)
+    # Hard labels are blended the same way, as one-hot targets.
+    hard, _ = blend_labels(dataclasses.replace(train, soft=None), str(tmp_path / "ref"), 0.3, 48, None, False)
+    assert np.allclose(hard.soft.sum(1), 1) and np.allclose(hard.soft.max(1)[order >= len(images)], 1)
+    (tmp_path / "other" / "train" / "happy").mkdir(parents=True)
+    for k, img in enumerate(unseen):
+        cv2.imwrite(str(tmp_path / "other" / "train" / "happy" / f"{k}.png"), img)
+    (tmp_path / "other" / "train" / "sad").mkdir()
+    cv2.imwrite(str(tmp_path / "other" / "train" / "sad" / "x.png"), unseen[0])
+    with pytest.raises(DataError, match="none of the training faces"):
+        blend_labels(train.subset(order < len(images)), str(tmp_path / "other"), 0.3, 48, None, False)
+    for bad in (0, 1.5):
+        with pytest.raises(ConfigError, match="data.extra_weight"):
+            check_config(load_config(None, [f"data.extra_weight={bad}"]))

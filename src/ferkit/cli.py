@@ -349,6 +349,10 @@ def epoch_printer():
 
                     ds = trainer.data.dataset
                     print(f"data: {leak_note(ds.leaks_excluded, ds.leaks_kept)}", flush=True)
+                    if trainer.cfg.data.extra_labels:
+                        print(f"data: {trainer.data.extra_matched:,} of {len(trainer.data.train):,} training faces "
+                              f"also labelled by {trainer.cfg.data.extra_labels} "
+                              f"(weight {trainer.cfg.data.extra_weight})", flush=True)
                 s = trainer.stages[stage]
                 n = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
                 print(f"stage {stage + 1}/{len(trainer.stages)}: {s.epochs} epochs, trainable {s.trainable} "

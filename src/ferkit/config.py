@@ -34,6 +34,8 @@ class DataConfig:
     exclude: Any = None  # true: leave out files `ferkit data clean` flags; or a flagged.csv path
     keep_leaks: bool = False  # train on training copies of evaluation images (scores on those are then not clean)
     soft_labels: bool = False  # train on FER+ vote distributions instead of majority labels
+    extra_labels: str | None = None  # a second labelling of the same training faces (e.g. fer2013.zip for FER+)
+    extra_weight: float = 0.2  # its weight in the training target: (1 - w) * labels or votes + w * its label
     limit_per_class: int | None = None  # at most this many images per class and split (quick runs)
     cache_dir: str | None = None
 
@@ -70,6 +72,7 @@ class AugmentConfig:
     gamma: float | None = None  # gamma log-uniform in [1 / (1 + g), 1 + g]
     contrast: float | None = None  # factor uniform in [1 - c, 1 + c] about each image's mean
     noise: float | None = None  # Gaussian noise with a standard deviation uniform in [0, noise] (of the [0, 1] range)
+    equalize: float | None = None  # probability of histogram equalization (any monotone tone curve looks the same)
 
 
 @dataclass
@@ -257,6 +260,7 @@ def check_config(cfg: RunConfig) -> RunConfig:
     _check("data.size", d.size, 8, 1024)
     _check("data.val_fraction", d.val_fraction, 0, 1, low_open=True, high_open=True)
     _check("data.limit_per_class", d.limit_per_class, 1)
+    _check("data.extra_weight", d.extra_weight, 0, 1, low_open=True)
     _check("optim.lr", o.lr, 0, 10, low_open=True)
     _check("optim.weight_decay", o.weight_decay, 0, 1)
     _check("optim.momentum", o.momentum, 0, 1, high_open=True)

@@ -26,7 +26,7 @@ class FaceSet:
     images: np.ndarray  # (N, S, S) uint8 gray faces
     labels: np.ndarray  # (N,) int64 index into classes
     paths: np.ndarray  # (N,) str, inside the source
-    soft: np.ndarray | None = None  # (N, C) float32 annotator vote distribution (FER+), rows sum to 1
+    soft: np.ndarray | None = None  # (N, C) float32 soft targets (FER+ vote distribution), rows sum to 1
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -48,7 +48,7 @@ PRESETS: dict[str, dict] = {
 # What a field left unset by both the user and the preset means.
 OFF = dict(rotation=0.0, shift=0.0, shear=0.0, zoom=0.0, hflip=False, brightness=0.0, fill="nearest", crop=0,
            trivial=False, erasing=0.0, mixup=0.0, cutmix=0.0, scale=[1.0, 1.0], aspect=0.0, blur=0.0, jpeg=0.0,
-           gamma=0.0, contrast=0.0, noise=0.0)
+           gamma=0.0, contrast=0.0, noise=0.0, equalize=0.0)
 
 # Keras fill mode -> grid_sample padding mode ("nearest" repeats the edge, "constant" pads with black).
 FILLS = {"nearest": "border", "constant": "zeros"}
@@ -56,7 +56,7 @@ FILLS = {"nearest": "border", "constant": "zeros"}
 # Upper bounds past which a field stops meaning anything (a zoom of 1 can draw a scale of 0).
 _MAX = dict(rotation=(180.0, True), shift=(1.0, True), shear=(90.0, False), zoom=(1.0, False),
             brightness=(1.0, True), erasing=(1.0, True), blur=(1.0, True), jpeg=(1.0, True), contrast=(1.0, True),
-            noise=(1.0, True))
+            noise=(1.0, True), equalize=(1.0, True))
 
 # Degradations: Gaussian blur sigma (pixels), down-scaling factor before scaling back up, JPEG quality.
 BLUR_SIGMA = (0.4, 1.2)
@@ -85,7 +85,7 @@ def resolve(cfg: AugmentConfig) -> AugmentConfig:
 
 def _check(cfg: AugmentConfig) -> None:
     for name in ("rotation", "shift", "shear", "zoom", "brightness", "crop", "erasing", "mixup", "cutmix", "aspect",
-                 "blur", "jpeg", "gamma", "contrast", "noise"):
+                 "blur", "jpeg", "gamma", "contrast", "noise", "equalize"):
         value = getattr(cfg, name)
         if value < 0:
             raise FerkitError(f"augment.{name} is {value}; it must be 0 (off) or positive")
@@ -104,7 +104,7 @@ class BatchAugment:
     """Per-sample random augmentation of a uint8 batch (B, 1, H, W), with soft targets (B, C) out.
 
     Order: TrivialAugmentWide (uint8, per image) -> affine (rotation, shift, shear, zoom, framing scale and aspect,
-    flip) -> random crop -> gamma, contrast, brightness -> noise -> JPEG -> blur -> random erasing -> mixup or cutmix
+    flip) -> random crop -> histogram equalization, gamma, contrast, brightness -> noise -> JPEG -> blur -> random erasing -> mixup or cutmix
     (one of them per batch when both are on). Lighting and noise come before JPEG and blur, as in a camera whose
     photo is compressed and then shrunk to a face crop.
     """
@@ -213,6 +213,9 @@ class BatchAugment:
     def _lighting(self, x: torch.Tensor, rng: _Rng) -> torch.Tensor:
         c = self.cfg
         B = len(x)
+        if c.equalize:
+            chosen = rng.uniform(B) < c.equalize  # (B,)
+            x = torch.where(chosen[:, None, None, None], equalize_hist(x), x)
         if c.gamma:
             g = torch.exp(math.log1p(c.gamma) * (2 * rng.uniform(B) - 1))  # (B,) log-uniform
             x = x.clamp_(min=1e-6).pow_(g[:, None, None, None])
@@ -370,3 +373,17 @@ class _Rng:
         # torch's Beta sampler takes no generator; a numpy generator seeded from ours keeps the draw reproducible.
         seed = int(torch.randint(2**62, (1,), generator=self.g, device=self.draw_device))
         return float(np.random.default_rng(seed).beta(alpha, alpha))
+
+
+def equalize_hist(x: torch.Tensor) -> torch.Tensor:
+    """Per-image histogram equalization of float [0, 1] images (B, C, H, W), as ``cv2.equalizeHist`` maps uint8.
+
+    Any monotone tone curve (exposure, contrast, a camera's gamma, an equalized dataset) gives the same output.
+    """
+    B = len(x)
+    levels = (x.reshape(B, -1) * 255).round_().long().clamp_(0, 255)  # (B, N)
+    hist = torch.zeros(B, 256, device=x.device).scatter_add_(1, levels, torch.ones_like(levels, dtype=torch.float))
+    cdf = hist.cumsum(1)  # (B, 256)
+    low = torch.where(hist > 0, cdf, torch.full_like(cdf, float("inf"))).amin(1, keepdim=True)  # count of the darkest
+    lut = ((cdf - low) / (levels.shape[1] - low).clamp_(min=1)).clamp_(0, 1)
+    return lut.gather(1, levels).view_as(x)

@@ -91,7 +91,7 @@ class Trainer:
         data_device = self.device if self.device.type == "cuda" else torch.device("cpu")
         t = self.data.train
         self.x_train = torch.from_numpy(t.images).unsqueeze(1).to(data_device)  # (N, 1, S, S) uint8
-        self.y_train = torch.from_numpy(t.soft if cfg.data.soft_labels else t.labels).to(data_device)
+        self.y_train = torch.from_numpy(t.labels if t.soft is None else t.soft).to(data_device)
         v = self.data.val
         self.x_val = torch.from_numpy(v.images).unsqueeze(1).to(data_device)
         self.y_val = torch.from_numpy(v.labels).to(data_device)
@@ -212,7 +212,8 @@ class Trainer:
         ds = self.data.dataset
         return {"location": ds.location, "format": ds.format, "train": len(self.data.train),
                 "val": len(self.data.val), "val_split": self.data.val.split, "excluded": ds.excluded,
-                "leaks_excluded": ds.leaks_excluded, "leaks_kept": ds.leaks_kept}
+                "leaks_excluded": ds.leaks_excluded, "leaks_kept": ds.leaks_kept,
+                "extra_labels_matched": self.data.extra_matched}
 
     def save_model(self, path: Path, metrics: dict[str, Any]) -> None:
         save_checkpoint(path, self.model, self.model_meta(metrics))
