@@ -182,6 +182,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port on 127.0.0.1 (default: 8501)")
     p.set_defaults(func=cmd_app)
 
+    p = sub.add_parser("serve", help="an HTTP API: faces in photos and videos as JSON (FastAPI on uvicorn)",
+                       description="Serve POST /v1/faces, POST /v1/videos, GET /v1/jobs/ID, /v1/models, /healthz, "
+                       "/readyz, /metrics and the OpenAPI page /docs. Needs pip install 'ferkit[serve]'. "
+                       "Ctrl-C or SIGTERM stops it after the requests in flight.")
+    p.add_argument("--model", default="default",
+                   help="a shipped model (default, fer2013), a run directory, a .safetensors or .onnx file")
+    p.add_argument("--detector", default="haar", help="face detector (default: haar)")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], help="classifier runtime (default: by file type)")
+    p.add_argument("--tta", default="none", metavar="{none,flip,tencrop}", help="test-time augmentation")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", help="require this key in the X-API-Key header (or set FERKIT_API_KEY)")
+    p.add_argument("--workers", type=int, help="detection threads (default: the CPU cores)")
+    p.add_argument("--no-batching", action="store_true", help="classify each request's faces on their own")
+    p.add_argument("--max-wait-ms", type=float, default=4.0, help="how long a batch waits for more faces")
+    p.add_argument("--max-queue", type=int, default=64, help="requests in flight past which it answers 503")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest photo request")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request before it answers 504")
+    p.set_defaults(func=cmd_serve)
+
     p = bench.add_parser("infer", help="inference speed: classifier backends, detectors, photos and video end to end")
     p.add_argument("--model", default="default", 
                    help="a shipped model (default, fer2013), a run directory or a checkpoint")
@@ -194,6 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "on the same photo as the end-to-end baseline (default: this one, if it has fer)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_bench_infer)
+
+    p = bench.add_parser("serve", help="the HTTP API under load: photos/s and latency percentiles, one client "
+                         "against many, with and without micro-batching")
+    p.add_argument("--model", default="default", help="model to serve (default: default)")
+    p.add_argument("--detector", default="haar", help="face detector (default: haar)")
+    p.add_argument("--clients", type=int, default=16, help="concurrent clients (default: 16)")
+    p.add_argument("--requests", type=int, default=200, help="requests per scenario (default: 200)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=cmd_bench_serve)
 
     p = bench.add_parser("robustness", help="accuracy of models side by side on clean faces and under crops, "
                          "rotation, blur, low contrast and JPEG", description="Score each model on the same faces, "
@@ -562,6 +591,28 @@ def cmd_bench_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from rich.console import Console
+
+    from ferkit.bench.serve import bench_serve
+
+    rows = bench_serve(args.model, args.detector, args.clients, args.requests)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in rows], indent=2))
+        return 0
+    table = new_table(f"ferkit serve: POST /v1/faces of a 640x480 one-face JPEG, {args.model} + {args.detector}, "
+                      f"{args.requests} requests per row, {os.cpu_count()} CPU cores",
+                      ("scenario", "clients", "photos/s", "p50 ms", "p95 ms", "p99 ms", "vs one client"),
+                      left=("scenario",))
+    for r in rows:
+        table.add_row(r.scenario, str(r.clients), f"{r.photos_per_s:.1f}", f"{r.p50_ms:.0f}", f"{r.p95_ms:.0f}",
+                      f"{r.p99_ms:.0f}", f"{r.ratio:.2f}x")
+    Console(width=140).print(table)
+    return 0
+
+
 def cmd_bench_detect(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -670,6 +721,30 @@ def cmd_app(args: argparse.Namespace) -> int:
     from ferkit.app import launch
 
     return launch(model=args.model, models_dir=args.models_dir, port=args.port)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from ferkit.serve import require_serve_extra, serve
+
+    require_serve_extra()
+    from ferkit.serve.app import Settings
+
+    for name in ("workers", "max_queue", "port"):
+        value = getattr(args, name)
+        if value is not None and not 0 < value < (65536 if name == "port" else 10_000):
+            raise FerkitError(f"--{name.replace('_', '-')} {value} is out of range")
+    if not (args.max_wait_ms >= 0 and args.max_upload_mb > 0 and args.timeout > 0):
+        raise FerkitError("--max-wait-ms must be 0 or more, --max-upload-mb and --timeout above 0")
+    settings = Settings(model=args.model, detector=args.detector, backend=args.backend, tta=args.tta,
+                        api_key=args.api_key or os.environ.get("FERKIT_API_KEY") or None,
+                        batching=not args.no_batching, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                        max_upload_mb=args.max_upload_mb, timeout_s=args.timeout)
+    if args.workers:
+        settings.workers = args.workers
+    serve(settings, args.host, args.port)
+    return 0
 
 
 def cmd_list_models(args: argparse.Namespace) -> int:

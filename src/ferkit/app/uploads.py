@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ferkit.app.launch import MAX_PHOTO_MB, MAX_VIDEO_MB
 from ferkit.data.formats import IMAGE_EXTENSIONS
 from ferkit.errors import DataError, FerkitError
 from ferkit.fileio import atomic_write
-from ferkit.infer.source import VIDEO_EXTENSIONS, VideoSource
+from ferkit.infer.source import VIDEO_EXTENSIONS, ImageTooLarge, VideoSource, decode_image
 
 PHOTO_TYPES = tuple(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
 VIDEO_TYPES = tuple(sorted(e.lstrip(".") for e in VIDEO_EXTENSIONS))
@@ -49,15 +48,14 @@ def _check_name_and_size(name: str, size: int, types: tuple[str, ...], max_mb: i
 def read_photo(name: str, data: bytes) -> np.ndarray:
     """The uploaded photo as a BGR uint8 image (EXIF rotation applied), or an UploadError."""
     _check_name_and_size(name, len(data), PHOTO_TYPES, MAX_PHOTO_MB, "photo")
-    buf = np.frombuffer(data, np.uint8)
-    image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    if image is None:
+    try:
+        return decode_image(data, name, MAX_PHOTO_PIXELS)
+    except ImageTooLarge:
+        raise UploadError(f"{name} is too many pixels; resize it below "
+                          f"{MAX_PHOTO_PIXELS // 1_000_000} megapixels.") from None
+    except DataError:
         raise UploadError(f"{name} could not be read as an image: it may be damaged or not really a "
-                          f"{Path(name).suffix.lstrip('.').upper()} file. Try exporting it again as JPEG or PNG.")
-    if image.shape[0] * image.shape[1] > MAX_PHOTO_PIXELS:
-        raise UploadError(f"{name} is {image.shape[1]}x{image.shape[0]} pixels; resize it below "
-                          f"{MAX_PHOTO_PIXELS // 1_000_000} megapixels.")
-    return image
+                          f"{Path(name).suffix.lstrip('.').upper()} file. Try exporting it again as JPEG or PNG.") from None
 
 
 def save_video(name: str, data: bytes, folder: Path) -> VideoInfo:

@@ -6,6 +6,7 @@ Photos are read with ``read_image``; ``expand_inputs`` turns what a user typed (
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ SAMPLE = "sample"  # the word that stands for the bundled sample photo
 SAMPLE_PHOTO = Path(__file__).resolve().parents[1] / "assets" / "astronaut.jpg"
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif"}
 DEFAULT_FPS = 30.0  # for sources that do not say their frame rate (webcams, folders of frames)
+MAX_PIXELS = 100_000_000  # photos past this (10000 x 10000) are refused from their header, before decoding
 
 
 @dataclass
@@ -69,19 +71,53 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return out
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """A photo as BGR uint8 (H, W, 3); a one-line error for a missing, unreadable or non-image file."""
+class ImageTooLarge(DataError):
+    """An image whose header announces more pixels than ``MAX_PIXELS``: refused before it is decoded."""
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from an encoded image's header, without decoding its pixels; None when no header is
+    recognised."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.size
+    except Image.DecompressionBombError:  # Pillow's own limit (over 179 million pixels) is past ours anyway
+        return (MAX_PIXELS + 1, 1)
+    except Exception:  # not an image Pillow knows: OpenCV decides below
+        return None
+
+
+def decode_image(data: bytes, name: str, max_pixels: int | None = None) -> np.ndarray:
+    """Encoded image bytes as BGR uint8 (H, W, 3). A picture of more than ``max_pixels`` (default ``MAX_PIXELS``)
+    is refused from its header, before decoding (a small PNG can unpack to gigabytes)."""
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    size = image_size(data)
+    if size is not None and size[0] * size[1] > limit:
+        raise ImageTooLarge(f"{name}: {size[0]}x{size[1]} pixels, more than the {limit:,} this reads; "
+                            "shrink the picture first")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    if image is None:
+        raise DataError(f"{name}: not a readable image (corrupt, empty or another kind of file)")
+    if image.shape[0] * image.shape[1] > limit:  # a format whose header Pillow could not read
+        raise ImageTooLarge(f"{name}: {image.shape[1]}x{image.shape[0]} pixels, more than the {limit:,} this "
+                            "reads; shrink the picture first")
+    return image
+
+
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """A photo as BGR uint8 (H, W, 3); a one-line error for a missing, unreadable, non-image or too large file."""
     path = Path(path)
     try:
-        data = np.fromfile(path, np.uint8)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not an image") from None
     except OSError as e:
         raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise DataError(f"{path}: not a readable image (corrupt, empty or another kind of file)")
-    return image
+    return decode_image(data, str(path), max_pixels)
 
 
 class Source:
