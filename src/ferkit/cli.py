@@ -117,6 +117,28 @@ def build_parser() -> argparse.ArgumentParser:
                    "OpenCV has a GUI; with --out the annotated video is recorded (stop with q or Ctrl-C)")
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser("batch", help="archive-scale predict: photos and videos of folders, zip/tar archives and "
+                       "path lists to Parquet, resumable, on this machine or a Ray cluster",
+                       description="Write OUT/faces/part-*.parquet (one row per face, per frame in videos: source, "
+                       "frame, time_s, track_id, box, one column per emotion, emotion, score) and "
+                       "OUT/status/part-*.parquet (one row per input: ok, no_face or unreadable with the reason). "
+                       "Rerunning the same command skips the inputs already done, also after the run was killed.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="photos, videos, folders (searched recursively), .zip / .tar[.gz] archives, .txt lists of "
+                        "paths")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the Parquet parts")
+    p.add_argument("--model", default="default", help="a shipped model, run directory, .safetensors or .onnx file")
+    p.add_argument("--detector", default="haar", help="face detector (default: haar)")
+    p.add_argument("--backend", help="torch or onnxruntime (default: by file type)")
+    p.add_argument("--tta", default="none", metavar="{none,flip,tencrop}", help="test-time augmentation")
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: threads on this machine; ray: Ray Data actors, on a local Ray or --ray-address")
+    p.add_argument("--ray-address", metavar="ADDR", help="an existing Ray cluster (e.g. ray://head:10001 or auto)")
+    p.add_argument("--workers", type=int, help="detection threads (local) or actors (ray); default: CPU cores")
+    p.add_argument("--chunk", type=int, default=64, help="inputs per Parquet part (default: 64)")
+    p.add_argument("--detect-every", type=int, default=3, metavar="N", help="videos: detector run every Nth frame")
+    p.set_defaults(func=cmd_batch)
+
     p = sub.add_parser("report", help="compare trained runs in one HTML page: scores, cost, curves, Grad-CAM",
                        description="Evaluate every run once on a split and write a self-contained HTML report "
                        "(and a Markdown table beside it): accuracy, loss and macro F1, parameters, size, FLOPs and "
@@ -525,6 +547,21 @@ def print_predictions(run) -> None:
         console.print(table)
     if run.out:
         console.print(f"written: {', '.join(run.files())}", highlight=False, markup=False)
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from ferkit.infer.archive import predict_archive
+
+    if args.workers is not None and args.workers < 1:
+        raise FerkitError(f"--workers {args.workers}: give 1 or more")
+    summary = predict_archive(args.inputs, args.out, args.model, args.detector, args.backend, args.tta, args.engine,
+                              args.workers, args.ray_address, args.chunk, args.detect_every,
+                              progress=sys.stderr.isatty())
+    print(f"{summary.inputs:,} inputs in {summary.seconds:.1f} s ({summary.inputs_per_s:.1f}/s, {summary.engine}): "
+          f"{summary.faces:,} face rows, {summary.no_face:,} without a face, {summary.unreadable:,} unreadable"
+          + (f"; {summary.skipped:,} done by an earlier run, skipped" if summary.skipped else "")
+          + f"; written to {summary.out}")
+    return EXIT_SOME_FAILED if summary.unreadable else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -1,0 +1,443 @@
+"""Archive-scale prediction (``ferkit batch``): every photo and video named by folders, zip / tar archives and
+lists of paths, to Parquet, resumable, on one machine or on a Ray cluster.
+
+Inputs are listed lazily and processed in chunks: the photos of a chunk are decoded and their faces detected in a
+pool of threads (OpenCV releases the GIL), then all their faces are classified in one forward pass; videos are
+tracked file by file. Each chunk is written as two Parquet files, ``faces/part-N.parquet`` (one row per face, per
+frame in videos) and then ``status/part-N.parquet`` (one row per input: ok, no_face or unreadable with the reason),
+each atomically. An input is done when a status file lists it: a rerun of the same command skips those (also after
+kill -9) and removes faces files whose status file never came.
+
+The Ray engine runs the same ``process_chunk`` in actors that load the model once (Ray Data ``map_batches``) and
+the driver writes their rows through the same ``PartWriter``, so both engines give the same rows.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import tarfile
+import threading
+import time
+import zipfile
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from ferkit.data.formats import IMAGE_EXTENSIONS
+from ferkit.errors import DataError, FerkitError
+from ferkit.fileio import atomic_write, check_out_dir
+from ferkit.infer.source import VIDEO_EXTENSIONS, decode_image
+
+SEP = "!"  # archive.zip!inner/photo.jpg
+CHUNK = 64  # inputs per chunk (and per Parquet part)
+STATUS_COLUMNS = ("source", "kind", "status", "reason", "faces", "width", "height", "seconds")
+
+
+@dataclass(frozen=True)
+class InputRef:
+    """One photo or video: a file, or a member of a zip or tar archive."""
+
+    source: str  # what the rows say: the path, or archive!member
+    kind: str  # image | video
+    path: str  # the file or the archive
+    member: str | None = None
+    data: bytes | None = field(default=None, repr=False)  # tar members, read while streaming through the archive
+
+    def read(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        if self.member is None:
+            return Path(self.path).read_bytes()
+        with zipfile.ZipFile(self.path) as zf:
+            return zf.read(self.member)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["data"] = None if self.data is None else base64.b64encode(self.data).decode()
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> InputRef:
+        return cls(**{**d, "data": None if d["data"] is None else base64.b64decode(d["data"])})
+
+
+def _kind(name: str) -> str | None:
+    ext = PurePosixPath(name).suffix.lower()
+    return "image" if ext in IMAGE_EXTENSIONS else "video" if ext in VIDEO_EXTENSIONS else None
+
+
+def _archive_kind(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith(".zip"):
+        return "zip"
+    if name.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
+        return "tar"
+    return None
+
+
+def list_inputs(inputs: Sequence[str | Path]) -> Iterator[InputRef]:
+    """Every photo and video in ``inputs`` (files, folders searched recursively in name order, .zip / .tar[.gz]
+    archives, and .txt files listing one path per line, relative to the list), lazily; names that do not exist
+    fail at once."""
+    for item in inputs:
+        path = Path(item).expanduser()
+        if not path.exists():
+            raise DataError(f"{path}: no such file or folder")
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in sorted(files):
+                    if (kind := _kind(name)) is not None:
+                        yield InputRef(str(Path(root) / name), kind, str(Path(root) / name))
+        elif (archive := _archive_kind(path)) == "zip":
+            try:
+                with zipfile.ZipFile(path) as zf:
+                    names = [i.filename for i in zf.infolist() if not i.is_dir()]
+            except zipfile.BadZipFile:
+                raise DataError(f"{path}: not a readable zip archive") from None
+            for name in names:
+                if (kind := _kind(name)) is not None:
+                    yield InputRef(f"{path}{SEP}{name}", kind, str(path), name)
+        elif archive == "tar":
+            try:
+                with tarfile.open(path) as tf:
+                    for m in tf:  # streams: neither the member list nor the archive is ever held whole
+                        if m.isfile() and (kind := _kind(m.name)) is not None:
+                            data = tf.extractfile(m).read()
+                            yield InputRef(f"{path}{SEP}{m.name}", kind, str(path), m.name, data)
+            except tarfile.TarError as e:
+                raise DataError(f"{path}: not a readable tar archive ({e})") from None
+        elif path.suffix.lower() == ".txt":
+            with path.open(encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    line = line.strip()
+                    if line and not line.startswith("#"):
+                        target = Path(line).expanduser()
+                        yield from list_inputs([target if target.is_absolute() else path.parent / target])
+        elif (kind := _kind(path.name)) is not None:
+            yield InputRef(str(path), kind, str(path))
+        else:
+            raise DataError(f"{path}: not a photo, video, folder, .zip / .tar archive or .txt list of paths")
+
+
+# ---- one chunk ------------------------------------------------------------------------------------------------
+
+
+class ChunkProcessor:
+    """Detection threads (one detector each) and the classifier: a chunk of inputs -> (status rows, face rows)."""
+
+    def __init__(self, model: str = "default", detector: str = "haar", backend: str | None = None,
+                 tta: str = "none", workers: int | None = None, detect_every: int = 3):
+        from ferkit.infer.classify import load_classifier
+        from ferkit.infer.detect import get_detector
+
+        self.classifier = load_classifier(model, backend, tta)
+        self.detector_name = detector
+        get_detector(detector)  # a wrong name fails here, not in a thread
+        self.detect_every = detect_every
+        self.labels = self.classifier.labels
+        self.pool = ThreadPoolExecutor(workers or os.cpu_count() or 1, thread_name_prefix="ferkit-detect")
+        self._local = threading.local()
+
+    def _detector(self):
+        from ferkit.infer.detect import get_detector
+
+        if getattr(self._local, "detector", None) is None:
+            self._local.detector = get_detector(self.detector_name)
+        return self._local.detector
+
+    def _detect(self, ref: InputRef) -> tuple[InputRef, Any, float]:
+        """(ref, (image, boxes) or the reason it failed, seconds)."""
+        from ferkit.infer.crop import crop_faces
+
+        start = time.perf_counter()
+        try:
+            image = decode_image(ref.read(), ref.source)
+        except (FerkitError, OSError, KeyError, zipfile.BadZipFile) as e:
+            return ref, str(e) if isinstance(e, FerkitError) else f"{ref.source}: cannot be read ({e})", 0.0
+        boxes = [d.box for d in self._detector()(image)]
+        crops = crop_faces(image, boxes, self.classifier.face_size)
+        return ref, (image.shape, boxes, crops), time.perf_counter() - start
+
+    def _video(self, ref: InputRef) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        import tempfile
+
+        from ferkit.infer.recognizer import Recognizer
+        from ferkit.infer.video import process_video
+
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="ferkit-batch-") as tmp:
+            try:
+                path = Path(ref.path)
+                if ref.member is not None or ref.data is not None:
+                    path = Path(tmp) / f"video{PurePosixPath(ref.member).suffix.lower()}"
+                    path.write_bytes(ref.read())
+                result = process_video(path, Recognizer(self.classifier, self._detector()),
+                                       detect_every=self.detect_every)
+            except (FerkitError, OSError, KeyError, zipfile.BadZipFile) as e:
+                return _status(ref, "unreadable", str(e).replace(str(path), ref.source)), []
+        rows = [{"source": ref.source, **{k: r[k] for k in ("frame", "time_s", "track_id", "x", "y", "w", "h")},
+                 **{c: r[c] for c in self.labels}} for r in result.timeline]
+        for row in rows:
+            row["emotion"] = max(self.labels, key=row.get)
+            row["score"] = row[row["emotion"]]
+        status = _status(ref, "ok" if rows else "no_face", "", len(result.tracks), result.width, result.height,
+                         time.perf_counter() - start)
+        return status, rows
+
+    def __call__(self, refs: Sequence[InputRef]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        photos = [r for r in refs if r.kind == "image"]
+        detected = {r.source: out for r, *out in self.pool.map(self._detect, photos)}
+        crops = [out[0][2] for out in detected.values() if not isinstance(out[0], str)]
+        t0 = time.perf_counter()
+        all_crops = np.concatenate(crops) if crops else np.zeros((0, 1, 1), np.uint8)
+        probs = self.classifier.predict(all_crops) if len(all_crops) else np.zeros((0, len(self.labels)))
+        share = (time.perf_counter() - t0) / max(len(all_crops), 1)  # classification time per face
+        statuses, faces, k = [], [], 0
+        for ref in refs:
+            if ref.kind == "video":
+                status, rows = self._video(ref)
+                statuses.append(status)
+                faces += rows
+                continue
+            found, seconds = detected[ref.source]
+            if isinstance(found, str):
+                statuses.append(_status(ref, "unreadable", found))
+                continue
+            shape, boxes, _ = found
+            for box, p in zip(boxes, probs[k:k + len(boxes)]):
+                top = int(np.argmax(p))
+                faces.append({"source": ref.source, "frame": None, "time_s": None, "track_id": None,
+                              "x": box[0], "y": box[1], "w": box[2], "h": box[3],
+                              **{c: float(v) for c, v in zip(self.labels, p)},
+                              "emotion": self.labels[top], "score": float(p[top])})
+            k += len(boxes)
+            statuses.append(_status(ref, "ok" if boxes else "no_face", "", len(boxes), shape[1], shape[0],
+                                    seconds + share * len(boxes)))
+        return statuses, faces
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+def _status(ref: InputRef, status: str, reason: str, faces: int = 0, width: int = 0, height: int = 0,
+            seconds: float = 0.0) -> dict[str, Any]:
+    return {"source": ref.source, "kind": ref.kind, "status": status, "reason": reason, "faces": faces,
+            "width": width, "height": height, "seconds": round(seconds, 6)}
+
+
+# ---- output -------------------------------------------------------------------------------------------------
+
+
+def face_schema(labels: Sequence[str]):
+    import pyarrow as pa
+
+    return pa.schema([("source", pa.string()), ("frame", pa.int32()), ("time_s", pa.float64()),
+                      ("track_id", pa.int32()), ("x", pa.int32()), ("y", pa.int32()), ("w", pa.int32()),
+                      ("h", pa.int32()), *((c, pa.float32()) for c in labels), ("emotion", pa.string()),
+                      ("score", pa.float32())])
+
+
+def status_schema():
+    import pyarrow as pa
+
+    return pa.schema([("source", pa.string()), ("kind", pa.string()), ("status", pa.string()),
+                      ("reason", pa.string()), ("faces", pa.int32()), ("width", pa.int32()),
+                      ("height", pa.int32()), ("seconds", pa.float64())])
+
+
+class PartWriter:
+    """The output folder: numbered Parquet parts, and which inputs they already cover."""
+
+    def __init__(self, out: str | Path, labels: Sequence[str]):
+        import pyarrow.parquet as pq
+
+        self.out = check_out_dir(out)
+        self.faces_dir, self.status_dir = self.out / "faces", self.out / "status"
+        self.faces_dir.mkdir(parents=True, exist_ok=True)
+        self.status_dir.mkdir(parents=True, exist_ok=True)
+        self.labels = list(labels)
+        done_parts = {p.name for p in self.status_dir.glob("part-*.parquet")}
+        for p in self.faces_dir.glob("part-*.parquet"):
+            if p.name not in done_parts:  # its chunk was killed before its status was written
+                p.unlink()
+        for p in self.faces_dir.glob(".*"):
+            p.unlink()  # temporary files of a killed write
+        for p in self.status_dir.glob(".*"):
+            p.unlink()
+        self.done: set[str] = set()
+        for p in sorted(self.status_dir.glob("part-*.parquet")):
+            self.done.update(pq.read_table(p, columns=["source"]).column("source").to_pylist())
+        if self.done:
+            first = sorted(self.faces_dir.glob("part-*.parquet"))
+            if first and pq.read_schema(first[0]).names != face_schema(self.labels).names:
+                raise FerkitError(f"{self.out} holds results of a model with other emotions; give another --out")
+        self.next_part = 1 + max((int(p.stem.split("-")[1]) for p in self.status_dir.glob("part-*.parquet")),
+                                 default=0)
+
+    def write(self, statuses: list[dict[str, Any]], faces: list[dict[str, Any]]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        name = f"part-{self.next_part:06d}.parquet"
+        for folder, rows, schema in ((self.faces_dir, faces, face_schema(self.labels)),
+                                     (self.status_dir, statuses, status_schema())):  # status last: it marks done
+            buf = io.BytesIO()
+            table = pa.Table.from_pylist(rows, schema=schema) if rows else schema.empty_table()
+            pq.write_table(table, buf)
+            atomic_write(folder / name, buf.getvalue())
+        self.done.update(s["source"] for s in statuses)
+        self.next_part += 1
+
+
+# ---- the job ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchSummary:
+    out: str
+    engine: str
+    inputs: int  # processed by this run
+    skipped: int  # done by an earlier run
+    faces: int
+    no_face: int
+    unreadable: int
+    seconds: float
+
+    @property
+    def inputs_per_s(self) -> float:
+        return self.inputs / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "inputs_per_s": round(self.inputs_per_s, 3)}
+
+
+def chunks(refs: Iterator[InputRef], done: set[str], size: int, skipped: list[int]) -> Iterator[list[InputRef]]:
+    chunk: list[InputRef] = []
+    seen: set[str] = set()  # an input named twice (a folder and a list naming one of its photos) is done once
+    for ref in refs:
+        if ref.source in seen:
+            continue
+        seen.add(ref.source)
+        if ref.source in done:
+            skipped[0] += 1
+            continue
+        chunk.append(ref)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def predict_archive(inputs: Sequence[str | Path], out: str | Path, model: str = "default", detector: str = "haar",
+                    backend: str | None = None, tta: str = "none", engine: str = "local",
+                    workers: int | None = None, ray_address: str | None = None, chunk: int = CHUNK,
+                    detect_every: int = 3, progress: bool = False) -> BatchSummary:
+    """Run the job; see the module docstring. ``engine``: local (threads on this machine) or ray."""
+    from tqdm import tqdm
+
+    if engine not in ("local", "ray"):
+        raise FerkitError(f"unknown engine {engine!r}; choose local or ray")
+    if chunk < 1:
+        raise FerkitError(f"chunk {chunk}: give 1 or more inputs per chunk")
+    refs = list_inputs(inputs)
+    first = next(refs, None)
+    if first is None:
+        raise DataError(f"{', '.join(map(str, inputs))}: no photos or videos found")
+    refs = _chain(first, refs)
+    processor = ChunkProcessor(model, detector, backend, tta, workers, detect_every) if engine == "local" else None
+    labels = processor.labels if processor else _labels(model, backend, tta)
+    writer = PartWriter(out, labels)
+    skipped = [0]
+    counts = {"inputs": 0, "faces": 0, "no_face": 0, "unreadable": 0}
+    start = time.perf_counter()
+    bar = tqdm(desc="inputs", unit="input", disable=not progress)
+    if engine == "local":
+        results = map(processor, chunks(refs, writer.done, chunk, skipped))
+    else:
+        results = _ray_results(chunks(refs, writer.done, chunk, skipped), model, detector, backend, tta,
+                               workers, ray_address, detect_every)
+    try:
+        for statuses, faces in results:
+            writer.write(statuses, faces)
+            counts["inputs"] += len(statuses)
+            counts["faces"] += len(faces)
+            counts["no_face"] += sum(s["status"] == "no_face" for s in statuses)
+            counts["unreadable"] += sum(s["status"] == "unreadable" for s in statuses)
+            bar.update(len(statuses))
+    finally:
+        bar.close()
+        if processor is not None:
+            processor.close()
+    return BatchSummary(str(writer.out), engine, counts["inputs"], skipped[0], counts["faces"], counts["no_face"],
+                        counts["unreadable"], time.perf_counter() - start)
+
+
+def _chain(first: InputRef, rest: Iterator[InputRef]) -> Iterator[InputRef]:
+    yield first
+    yield from rest
+
+
+def _labels(model: str, backend: str | None, tta: str) -> list[str]:
+    from ferkit.infer.classify import load_classifier
+
+    return load_classifier(model, backend, tta).labels
+
+
+# ---- Ray -----------------------------------------------------------------------------------------------------
+
+
+class _RayChunkActor:
+    """A Ray actor: the model loaded once; each call processes the chunks of one Ray Data batch."""
+
+    def __init__(self, model, detector, backend, tta, detect_every):
+        self.processor = ChunkProcessor(model, detector, backend, tta, 1, detect_every)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import json
+
+        out_status, out_faces = [], []
+        for refs_json in batch["refs"]:
+            refs = [InputRef.from_json(r) for r in json.loads(refs_json)]
+            statuses, faces = self.processor(refs)
+            out_status.append(json.dumps(statuses))
+            out_faces.append(json.dumps(faces))
+        return {"status": np.array(out_status, dtype=object), "faces": np.array(out_faces, dtype=object)}
+
+
+def _ray_results(chunk_iter: Iterator[list[InputRef]], model, detector, backend, tta, workers, address,
+                 detect_every) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """The chunks processed by Ray Data actors (one per CPU unless ``workers``), in order."""
+    import json
+
+    try:
+        import ray
+    except ImportError:
+        raise FerkitError("the ray engine needs Ray: pip install 'ferkit[ray]'") from None
+    items = [{"refs": json.dumps([r.to_json() for r in c])} for c in chunk_iter]
+    if not items:
+        return
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 **({} if address else {"num_cpus": workers or os.cpu_count()}))
+    try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True
+        ctx.enable_progress_bars = False
+        n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            _RayChunkActor, batch_size=1, concurrency=n, num_cpus=1,
+            fn_constructor_args=(model, detector, backend, tta, detect_every))
+        for row in ds.iter_rows():
+            yield json.loads(row["status"]), json.loads(row["faces"])
+    finally:
+        if started:
+            ray.shutdown()
