@@ -133,3 +133,13 @@ def test_bad_inputs_say_what_is_wrong(inputs, tmp_path, capsys):
         code, _, err = run_main(capsys, *args)
         assert code == 2 and message in err and "Traceback" not in err, (args, err)
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o5").exists()
+
+
+def test_bench_batch_compares_the_engines_on_the_same_scenes(fer_zip, capsys):
+    import json
+
+    code, out, _ = run_main(capsys, "bench", "batch", "--data", fer_zip, "--photos", "6", "--no-ray", "--json")
+    assert code == 0
+    naive, local = json.loads(out)
+    assert (naive["photos"], local["photos"]) == (6, 6) and naive["faces"] == local["faces"] > 0
+    assert naive["ratio"] == 1 and local["ratio"] > 0

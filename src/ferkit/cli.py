@@ -246,6 +246,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=cmd_bench_serve)
 
+    p = bench.add_parser("batch", help="archive-scale prediction: photos/s and faces/s of a naive loop, "
+                         "ferkit batch on this machine and on a local Ray")
+    p.add_argument("--data", required=True, help="dataset whose faces the scenes are made of (e.g. fer2013.zip)")
+    p.add_argument("--photos", type=int, default=300, help="photos in the archive (default: 300)")
+    p.add_argument("--model", default="default")
+    p.add_argument("--detector", default="haar")
+    p.add_argument("--no-ray", action="store_true", help="leave out the Ray engine")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=cmd_bench_batch)
+
     p = bench.add_parser("robustness", help="accuracy of models side by side on clean faces and under crops, "
                          "rotation, blur, low contrast and JPEG", description="Score each model on the same faces, "
                          "clean and perturbed as real photos and face detectors perturb them: " + "; ".join(
@@ -625,6 +635,26 @@ def cmd_bench_infer(args: argparse.Namespace) -> int:
         console.print(table)
     for note in res.notes:
         console.print(f"note: {note}")
+    return 0
+
+
+def cmd_bench_batch(args: argparse.Namespace) -> int:
+    import os
+
+    from rich.console import Console
+
+    from ferkit.bench.batch import bench_batch
+
+    rows = bench_batch(args.data, args.photos, args.model, args.detector, ray=not args.no_ray)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in rows], indent=2))
+        return 0
+    table = new_table(f"batch prediction: {args.photos} photos of 640x480 with 1-3 faces, {args.model} + "
+                      f"{args.detector}, {os.cpu_count()} CPU cores",
+                      ("engine", "settings", "photos/s", "faces/s", "vs naive"), left=("engine", "settings"))
+    for r in rows:
+        table.add_row(r.engine, r.settings, f"{r.photos_per_s:.1f}", f"{r.faces / r.seconds:.1f}", f"{r.ratio:.2f}x")
+    Console(width=140).print(table)
     return 0
 
 
