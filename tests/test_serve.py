@@ -210,3 +210,14 @@ def test_serve_needs_its_options_right(tmp_path):
     assert bad.returncode == 2 and "nonexistent-model" in bad.stderr and "Traceback" not in bad.stderr
     bad = subprocess.run([str(FERKIT), "serve", "--port", "0"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--port 0 is out of range" in bad.stderr
+
+
+def test_full_queue_answers_503_with_retry_after():
+    from fastapi.testclient import TestClient
+
+    from ferkit.serve.app import Settings, create_app
+
+    with TestClient(create_app(Settings(max_queue=0))) as client:
+        r = client.post("/v1/faces", content=SAMPLE_PHOTO.read_bytes())
+        assert r.status_code == 503 and r.headers["retry-after"] == "1" and r.json()["error"] == "busy"
+        assert client.get("/readyz").status_code == 200  # health checks are never queued
