@@ -1,7 +1,7 @@
 """Accuracy under the framings and image faults real photos bring: models side by side on the same faces.
 
 Every face of a split is perturbed the same way for every model (a tighter, looser or shifted crop of the face, a
-turned face, blur, low contrast, JPEG at quality 20), then each model scores it with its own preprocessing. The
+turned face, blur, low contrast, JPEG at quality 20, histogram equalization), then each model scores it with its own preprocessing. The
 dataset's faces are all there is of each photo, so a looser crop fills its margin with the face's border pixels
 repeated (as the detectors' bench frames its faces).
 """
@@ -57,6 +57,8 @@ PERTURBATIONS: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
     "blur": ("Gaussian blur, sigma 1.2 px at 48 px", _blur),
     "low contrast": ("contrast halved about each face's mean", _contrast),
     "jpeg q20": ("JPEG re-compression at quality 20", _jpeg),
+    "equalized": ("histogram equalization, as the Kaggle FER-2013 JPEGs are stored",
+                  lambda f: np.stack([cv2.equalizeHist(x) for x in f])),
 }
 FRAMINGS = ("tighter crop", "looser crop", "shifted crop")
 
