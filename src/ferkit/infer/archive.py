@@ -22,7 +22,7 @@ import threading
 import time
 import zipfile
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -142,7 +142,13 @@ class ChunkProcessor:
         get_detector(detector)  # a wrong name fails here, not in a thread
         self.detect_every = detect_every
         self.labels = self.classifier.labels
-        self.pool = ThreadPoolExecutor(workers or os.cpu_count() or 1, thread_name_prefix="ferkit-detect")
+        self.workers = workers or os.cpu_count() or 1
+        if self.workers > 1:
+            # The pool's threads are the parallelism: OpenCV's own threads inside each detection would fight them.
+            import cv2
+
+            cv2.setNumThreads(1)
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ferkit-detect")
         self._local = threading.local()
 
     def _detector(self):
@@ -192,8 +198,16 @@ class ChunkProcessor:
         return status, rows
 
     def __call__(self, refs: Sequence[InputRef]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        photos = [r for r in refs if r.kind == "image"]
-        detected = {r.source: out for r, *out in self.pool.map(self._detect, photos)}
+        return self.finish(refs, self.submit(refs))
+
+    def submit(self, refs: Sequence[InputRef]) -> list[Future]:
+        """Start decoding and detecting the photos of ``refs`` in the pool."""
+        return [self.pool.submit(self._detect, r) for r in refs if r.kind == "image"]
+
+    def finish(self, refs: Sequence[InputRef],
+               futures: list[Future]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Classify the faces ``submit`` found, all in one forward pass, and track the videos: (statuses, faces)."""
+        detected = {r.source: out for r, *out in (f.result() for f in futures)}
         crops = [out[0][2] for out in detected.values() if not isinstance(out[0], str)]
         t0 = time.perf_counter()
         all_crops = np.concatenate(crops) if crops else np.zeros((0, 1, 1), np.uint8)
@@ -360,7 +374,7 @@ def predict_archive(inputs: Sequence[str | Path], out: str | Path, model: str = 
     start = time.perf_counter()
     bar = tqdm(desc="inputs", unit="input", disable=not progress)
     if engine == "local":
-        results = map(processor, chunks(refs, writer.done, chunk, skipped))
+        results = _pipelined(processor, chunks(refs, writer.done, chunk, skipped))
     else:
         results = _ray_results(chunks(refs, writer.done, chunk, skipped), model, detector, backend, tta,
                                workers, ray_address, detect_every)
@@ -378,6 +392,18 @@ def predict_archive(inputs: Sequence[str | Path], out: str | Path, model: str = 
             processor.close()
     return BatchSummary(str(writer.out), engine, counts["inputs"], skipped[0], counts["faces"], counts["no_face"],
                         counts["unreadable"], time.perf_counter() - start)
+
+
+def _pipelined(processor: ChunkProcessor, chunk_iter: Iterator[list[InputRef]]):
+    """Each chunk's results, with the next chunk's photos already decoding and detecting meanwhile."""
+    pending = None
+    for refs in chunk_iter:
+        started = (refs, processor.submit(refs))
+        if pending is not None:
+            yield processor.finish(*pending)
+        pending = started
+    if pending is not None:
+        yield processor.finish(*pending)
 
 
 def _chain(first: InputRef, rest: Iterator[InputRef]) -> Iterator[InputRef]:
@@ -398,6 +424,9 @@ class _RayChunkActor:
     """A Ray actor: the model loaded once; each call processes the chunks of one Ray Data batch."""
 
     def __init__(self, model, detector, backend, tta, detect_every):
+        import cv2
+
+        cv2.setNumThreads(1)  # one actor per CPU is the parallelism
         self.processor = ChunkProcessor(model, detector, backend, tta, 1, detect_every)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
