@@ -493,3 +493,10 @@ def test_staging_dirs_of_live_processes_are_kept(tmp_path):
     new = staging_dir(tmp_path, ".x-")
     assert new.name.startswith(f".x-{os.getpid()}-")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f".x-{os.getpid()}-mine", ".x-notes", new.name])
+
+
+@pytest.mark.parametrize("shape", [(1, 20000), (30000, 1), (3, 3), (30, 4000)])
+def test_every_detector_takes_images_no_face_fits_in(shape):
+    image = np.full((*shape, 3), 100, np.uint8)
+    for name in list_detectors():
+        assert get_detector(name)(image) == [], name

@@ -86,9 +86,11 @@ class Detector:
         """Faces in a BGR (H, W, 3) or gray (H, W) uint8 image."""
         h, w = image.shape[:2]
         scale = min(1.0, self.max_side / max(h, w)) if self.max_side else 1.0
+        min_size = max(self.min_size, round(self.min_face * scale))
+        if min(h, w) * scale < min_size:  # no face fits (a 1x20000 strip, a thumbnail): nothing to search
+            return []
         small = image if scale == 1.0 else cv2.resize(image, (round(w * scale), round(h * scale)),
                                                       interpolation=cv2.INTER_AREA)
-        min_size = max(self.min_size, round(self.min_face * scale))
         found = []
         for box, score in self._detect(small, min_size):
             x, y, bw, bh = reframe(box, self.framing)
