@@ -500,3 +500,20 @@ def test_every_detector_takes_images_no_face_fits_in(shape):
     image = np.full((*shape, 3), 100, np.uint8)
     for name in list_detectors():
         assert get_detector(name)(image) == [], name
+
+
+def test_recognizer_takes_any_sensible_array_and_refuses_the_rest_in_one_line():
+    rec = Recognizer.load()
+    photo = cv2.imread(str(SAMPLE_PHOTO))
+    expected = [f.emotion for f in rec.predict(photo)]
+    as_float = photo.astype(np.float32) / 255
+    for same in (as_float, photo.astype(np.uint16) * 257, cv2.cvtColor(photo, cv2.COLOR_BGR2BGRA)):
+        assert [f.emotion for f in rec.predict(same)] == expected == ["happy"]
+    bad = [(np.zeros((0, 0, 3), np.uint8), "has no pixels"), (np.zeros((9, 9, 5), np.uint8), "shape (9, 9, 5)"),
+           (np.zeros(10, np.uint8), "shape (10,)"), (np.full((9, 9), np.nan), "NaN"), ([1, 2], "numpy array"),
+           (np.zeros((9, 9), bool), "dtype bool")]
+    for image, message in bad:
+        with pytest.raises(FerkitError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            rec.predict(image)
+    with pytest.raises(FerkitError, match="face 1: shape"):
+        rec.predict_faces([photo, np.zeros((0, 4), np.uint8)])

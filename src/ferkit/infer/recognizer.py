@@ -17,7 +17,7 @@ import numpy as np
 from ferkit.infer.classify import Classifier, load_classifier
 from ferkit.infer.crop import crop_faces, fit_faces
 from ferkit.infer.detect import Detector, get_detector
-from ferkit.infer.source import read_image
+from ferkit.infer.source import check_image, read_image
 
 DECIMALS = 4  # probabilities in to_dict()
 
@@ -81,18 +81,18 @@ class Recognizer:
 
     def predict(self, image: np.ndarray | str | Path) -> list[Face]:
         """Every face the detector finds in ``image`` (a BGR uint8 array or a path), left to right."""
-        if not isinstance(image, np.ndarray):
-            image = read_image(image)
+        image = read_image(image) if isinstance(image, (str, Path)) else check_image(image)
         return self.predict_boxes(image, [d.box for d in self.detector(image)])
 
     def predict_boxes(self, image: np.ndarray, boxes: Sequence[Sequence[int]]) -> list[Face]:
         """Emotions of the faces at ``boxes`` (x, y, w, h) of a BGR image, in one forward pass."""
-        faces = crop_faces(image, boxes, self.classifier.face_size)  # (N, S, S)
+        faces = crop_faces(check_image(image), boxes, self.classifier.face_size)  # (N, S, S)
         return make_faces(boxes, self.classifier.predict(faces), self.labels)
 
     def predict_faces(self, crops: Sequence[np.ndarray]) -> list[Face]:
         """Emotions of already-cropped faces (BGR or gray arrays of any size), no detection: each box is the
         whole crop."""
+        crops = [check_image(c, f"face {i}") for i, c in enumerate(crops)]
         faces = fit_faces(crops, self.classifier.face_size)  # (N, S, S)
         boxes = [(0, 0, c.shape[1], c.shape[0]) for c in crops]
         return make_faces(boxes, self.classifier.predict(faces), self.labels)
