@@ -289,3 +289,51 @@ def test_cbam_attention_maps():
     assert model.training  # mode restored
     with pytest.raises(FerkitError, match="no CBAM"):
         attention_maps(create_model("fernet"), faces())
+
+
+# ---- damaged model files ---------------------------------------------------------------------------------------
+
+
+def test_damaged_checkpoints_are_refused_in_one_line_and_never_reach_the_network(tmp_path, monkeypatch):
+    import copy
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from ferkit.models.checkpoint import load_checkpoint
+    from ferkit.models.weights import get_weights
+
+    src = get_weights("fer2013").path
+    state = load_file(str(src))
+    with safe_open(str(src), "pt") as f:
+        header = f.metadata()
+    meta = json.loads(header["ferkit"])
+
+    def write(name, changes=None, text=None, tensors=None):
+        m = copy.deepcopy(meta)
+        for key, value in (changes or {}).items():
+            *parents, last = key.split(".")
+            target = m
+            for p in parents:
+                target = target[p]
+            target[last] = value
+        path = tmp_path / f"{name}.safetensors"
+        save_file(tensors or state, str(path), metadata={**header, "ferkit": text or json.dumps(m)})
+        return path
+
+    nan = {k: v.clone() for k, v in state.items()}
+    next(v for v in nan.values() if v.is_floating_point()).fill_(float("nan"))
+    cases = [(write("json", text="{not json"), "not a JSON object"),
+             (write("labels", {"labels": ["happy"]}), "two or more different names"),
+             (write("input", {"input.size": "big"}), "whole numbers of pixels"),
+             (write("arch", {"architecture": 7}), "no architecture name"),
+             (write("width", {"kwargs.width": 32}), "do not fit the fernet"),
+             (write("nan", tensors=nan), "NaN or infinite")]
+    for path, message in cases:
+        with pytest.raises(FerkitError, match=message):
+            load_checkpoint(path)
+    # A header asking for pretrained weights loads the file's own weights, without touching the network.
+    monkeypatch.setattr(socket.socket, "connect", lambda *a, **k: (_ for _ in ()).throw(OSError("no network")))
+    model, _ = load_checkpoint(write("pretrained", {"kwargs.pretrained": True}))
+    assert torch.equal(model.state_dict()["head.3.weight"].half(), state["head.3.weight"].half())

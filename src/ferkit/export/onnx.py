@@ -23,7 +23,7 @@ import torch
 
 from ferkit.errors import FerkitError
 from ferkit.fileio import staging_dir
-from ferkit.models.checkpoint import META_KEY, is_onnx, load_checkpoint, resolve_checkpoint
+from ferkit.models.checkpoint import META_KEY, is_onnx, load_checkpoint, parse_meta, resolve_checkpoint
 
 INPUT_NAME, OUTPUT_NAME = "faces", "logits"
 PARITY_ATOL = 1e-4  # largest |p_onnx - p_torch| accepted for an fp32 export (probabilities)
@@ -73,7 +73,7 @@ def read_onnx_meta(path: str | Path) -> dict[str, Any]:
     props = {p.key: p.value for p in model.metadata_props}
     if META_KEY not in props:
         raise FerkitError(f"{path}: an ONNX model without ferkit metadata; export it with `ferkit export`")
-    return json.loads(props[META_KEY])
+    return parse_meta(props[META_KEY], path)
 
 
 class OnnxModel(torch.nn.Module):

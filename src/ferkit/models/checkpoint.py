@@ -77,7 +77,38 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         raise FerkitError(f"{path}: not a readable safetensors checkpoint ({e})") from None
     if text is None:
         raise FerkitError(f"{path}: a safetensors file without ferkit metadata; it was not written by ferkit")
-    return json.loads(text)
+    return parse_meta(text, path)
+
+
+def parse_meta(text: str, path: str | Path) -> dict[str, Any]:
+    """A model description from its JSON text, checked so that loading can trust it."""
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        meta = None
+    problem = _meta_problem(meta)
+    if problem:
+        raise FerkitError(f"{path}: damaged ferkit description ({problem}); use the file as ferkit wrote it")
+    return meta
+
+
+def _meta_problem(meta: Any) -> str:
+    """What is wrong with a checkpoint description, or '' when loading can trust it."""
+    if not isinstance(meta, dict):
+        return "not a JSON object"
+    if not isinstance(meta.get("architecture"), str):
+        return "no architecture name"
+    labels = meta.get("labels")
+    if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(c, str) for c in labels) \
+            or len(set(labels)) != len(labels):
+        return "labels must be two or more different names"
+    if not isinstance(meta.get("kwargs", {}), dict):
+        return "kwargs is not an object"
+    inp = meta.get("input")
+    if not isinstance(inp, dict) or not all(isinstance(inp.get(k), int) and 8 <= inp[k] <= 1024
+                                            for k in ("size", "face_size")):
+        return "input size and face_size must be whole numbers of pixels, 8-1024"
+    return ""
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -86,8 +117,19 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 
     path = resolve_checkpoint(path)
     meta = read_meta(path)
-    model = create_model(meta["architecture"], num_classes=len(meta["labels"]), **meta.get("kwargs", {}))
-    model.load_state_dict(load_file(str(path), device="cpu"))  # fp16-stored weights are cast to the model's fp32
+    # The weights are in the file: a header asking for pretrained ones is ignored, and nothing is downloaded.
+    kwargs = {k: v for k, v in meta.get("kwargs", {}).items() if k not in ("pretrained", "pretrained_file")}
+    model = create_model(meta["architecture"], num_classes=len(meta["labels"]), **kwargs)
+    state = load_file(str(path), device="cpu")
+    if not all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()):
+        raise FerkitError(f"{path}: weights hold NaN or infinite values; the training diverged or the file is "
+                          "damaged")
+    try:
+        model.load_state_dict(state)  # fp16-stored weights are cast to the model's fp32
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise FerkitError(f"{path}: the weights do not fit the {meta['architecture']} its header describes "
+                          f"({first})") from None
     return model.to(device).eval(), meta
 
 
