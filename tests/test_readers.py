@@ -129,3 +129,36 @@ def test_face_expression_layout_with_validation_folder(fer_zip, tmp_path):
     assert list(ds.splits) == ["train", "val"]
     assert ds.classes == ("angry", "fear", "happy", "sad", "surprise", "neutral")
     assert len(ds["val"]) == 18
+
+
+def test_names_outside_the_dataset_fifos_and_link_loops_are_never_read(ferplus_zip, fer_zip, tmp_path):
+    import os
+    import zipfile
+
+    import pytest
+
+    from ferkit.errors import DataError
+
+    root = tmp_path / "ferplus" / "FER2013Valid"
+    root.mkdir(parents=True)
+    secret = tmp_path / "secret.png"
+    with zipfile.ZipFile(ferplus_zip) as zf:
+        rows = zf.read("FER2013Valid/label.csv").decode().splitlines()[:3]
+        for row in rows:
+            name = row.split(",")[0]
+            (root / name).write_bytes(zf.read(f"FER2013Valid/{name}"))
+        secret.write_bytes(zf.read(f"FER2013Valid/{rows[0].split(',')[0]}"))  # a real image outside the dataset
+    votes = rows[0].split(",", 1)[1]
+    (root / "label.csv").write_text("\n".join([*rows, f"../../secret.png,{votes}"]) + "\n")
+    with pytest.raises(DataError, match=r"\.\./\.\./secret\.png: file is missing"):
+        load_dataset(tmp_path / "ferplus")
+
+    classes = tmp_path / "classes"
+    for cls, files in real_faces(fer_zip, 2).items():
+        (classes / cls).mkdir(parents=True)
+        for name, data in files:
+            (classes / cls / name).write_bytes(data)
+    os.mkfifo(classes / "happy" / "pipe.jpg")  # reading it would block forever
+    os.symlink(classes, classes / "sad" / "loop")  # a folder that contains itself
+    ds = load_dataset(classes)
+    assert len(ds["train"]) == 14 and not any("pipe" in p or "loop" in p for p in ds["train"].paths)

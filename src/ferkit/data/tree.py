@@ -47,12 +47,18 @@ class DirTree(Tree):
                 base = Path(dirpath).relative_to(self.root).as_posix()
                 for name in filenames:
                     rel = name if base == "." else f"{base}/{name}"
-                    if not is_junk(rel):
+                    # Regular files only: a FIFO or device would block or never end when read.
+                    if not is_junk(rel) and os.path.isfile(os.path.join(dirpath, name)):
                         out.append(rel)
             self._files = sorted(out)
+            self._listed = set(self._files)
         return self._files
 
     def read(self, rel: str) -> bytes:
+        """A file of the listing; any other name (``../../etc/passwd`` in a label file) is not in this tree."""
+        self.files()
+        if rel not in self._listed:
+            raise FileNotFoundError(rel)
         return (self.root / rel).read_bytes()
 
     def fingerprint(self) -> str:
