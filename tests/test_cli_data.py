@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from conftest import csv_from_faces, real_faces, run_cli
+from conftest import csv_from_faces, real_faces, run_cli, run_main
 from ferkit.cli import main
 
 FER_TRAIN = {"angry": 3995, "disgust": 436, "fear": 4097, "happy": 7215, "sad": 4830, "surprise": 3171,
@@ -100,3 +100,18 @@ def test_bad_input_one_line_exit_2(case, action, fer_zip, tmp_path):
 def test_plot_needs_png(kaggle_folder, tmp_path):
     r = run_cli("data", "inspect", kaggle_folder, "--plot", tmp_path / "x.jpg")
     assert r.returncode == 2 and "PNG" in r.stderr and not (tmp_path / "x.jpg").exists()
+
+
+def test_broken_ferplus_label_files_and_unwritable_out_say_so(tmp_path, capsys):
+    folder = tmp_path / "fp" / "FER2013Train"
+    folder.mkdir(parents=True)
+    label = folder / "label.csv"
+    cases = [(b"", "list no images"), (bytes(range(256)) * 2, "is this a FER+ label.csv"),
+             (b'a.png,"(0, 0, 48, 48)",4,0,0,1,3,2,0,0,0,0\n"unclosed\n', "is this a FER+ label.csv"),
+             (b',"(0, 0, 48, 48)",4,0,0,1,3,2,0,0,0,0\n', "the image name is empty")]
+    for data, message in cases:
+        label.write_bytes(data)
+        code, _, err = run_main(capsys, "data", "inspect", tmp_path / "fp")
+        assert code == 2 and message in err and "Traceback" not in err, (data[:20], err)
+    code, _, err = run_main(capsys, "predict", "sample", "--out", "/proc/ferkit-out")
+    assert code == 2 and err.startswith("error: /proc/ferkit-out") and len(err.strip().splitlines()) == 1

@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     except FerkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as e:  # a path the system refuses: an --out under /proc, a read-only folder, a full disk
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}; give a path you can write to", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

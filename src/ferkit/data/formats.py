@@ -204,7 +204,8 @@ class FerPlusSource(Source):
             split = FERPLUS_FOLDERS[folder.name]
             self.split_origin[split] = folder.name
             text = tree.read(rel).decode("utf-8", errors="replace")
-            for line, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+            rows = csv.reader(io.StringIO(text.replace("\0", "")))
+            for line, row in enumerate(_csv_rows(rows, f"{tree.location}/{rel}"), start=1):
                 if not row:
                     continue
                 if len(row) != 2 + len(FERPLUS_VOTE_COLUMNS):
@@ -212,11 +213,16 @@ class FerPlusSource(Source):
                         f"{tree.location}/{rel} line {line}: {len(row)} columns, expected 12 "
                         "(image, box, 10 vote counts); is this a FER+ label.csv?"
                     )
+                if not row[0].strip():
+                    raise DataError(f"{tree.location}/{rel} line {line}: the image name is empty; fix or remove "
+                                    "the row")
                 try:
                     votes = tuple(int(v) for v in row[2:])
                 except ValueError:
                     raise DataError(f"{tree.location}/{rel} line {line}: vote counts must be integers") from None
                 self._entries.append(Entry(split, f"{folder}/{row[0]}", ferplus_majority(votes), votes))
+        if not self._entries:
+            raise DataError(f"{tree.location}: {', '.join(label_files)} list no images; is this a FER+ label.csv?")
 
     def entries(self) -> list[Entry]:
         return self._entries
@@ -230,6 +236,14 @@ class FerPlusSource(Source):
 
     def fingerprint(self) -> str:
         return self.tree.fingerprint()
+
+
+def _csv_rows(reader, name: str):
+    """The rows of a CSV reader, its parse errors (binary data, stray quotes) as one DataError."""
+    try:
+        yield from reader
+    except csv.Error as e:
+        raise DataError(f"{name}: not a readable CSV ({e})") from None
 
 
 def ferplus_majority(votes: tuple[int, ...]) -> str | None:
