@@ -17,7 +17,7 @@ from ferkit.errors import FerkitError
 def require_serve_extra() -> None:
     try:
         import fastapi  # noqa: F401
-        import multipart  # noqa: F401
+        import python_multipart  # noqa: F401
         import prometheus_client  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as e:
