@@ -287,7 +287,7 @@ def test_checkpoint_whose_weights_do_not_fit_one_line_exit_2(runs, kaggle_folder
     (model, meta), = load_members([runs["crop"]])
     bad = save_checkpoint(tmp_path / "bad.safetensors", model, {**meta, "kwargs": {**meta["kwargs"], "width": 16}})
     code, stdout, stderr = run_main(capsys, "evaluate", bad, "--data", kaggle_folder)
-    assert code == 2 and stderr.count("\n") == 1 and "the checkpoint cannot be loaded" in stderr, stderr
+    assert code == 2 and stderr.count("\n") == 1 and "the weights do not fit the fernet" in stderr, stderr
 
 
 def test_console_script_bad_tta_no_traceback(runs, kaggle_folder):

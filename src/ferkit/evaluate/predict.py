@@ -58,10 +58,6 @@ def load_members(paths: Sequence[str | Path], device: str | torch.device = "cpu"
         except (RuntimeError, KeyError, ValueError, SafetensorError) as e:
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise FerkitError(f"{path}: the checkpoint cannot be loaded ({reason}); train or export it again") from None
-        missing = [k for k in ("face_size", "size") if k not in members[-1][1].get("input", {})]
-        if missing:
-            raise FerkitError(f"{path}: the checkpoint does not say its input {' and '.join(missing)}; "
-                              "it was written by another tool or an old ferkit; train it again")
     return members
 
 
