@@ -18,7 +18,6 @@ import base64
 import io
 import os
 import tarfile
-import threading
 import time
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -135,11 +134,10 @@ class ChunkProcessor:
     def __init__(self, model: str = "default", detector: str = "haar", backend: str | None = None,
                  tta: str = "none", workers: int | None = None, detect_every: int = 3):
         from ferkit.infer.classify import load_classifier
-        from ferkit.infer.detect import get_detector
+        from ferkit.infer.detect import PerThreadDetector
 
         self.classifier = load_classifier(model, backend, tta)
-        self.detector_name = detector
-        get_detector(detector)  # a wrong name fails here, not in a thread
+        self.detector = PerThreadDetector(detector)
         self.detect_every = detect_every
         self.labels = self.classifier.labels
         self.workers = workers or os.cpu_count() or 1
@@ -149,14 +147,6 @@ class ChunkProcessor:
 
             cv2.setNumThreads(1)
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ferkit-detect")
-        self._local = threading.local()
-
-    def _detector(self):
-        from ferkit.infer.detect import get_detector
-
-        if getattr(self._local, "detector", None) is None:
-            self._local.detector = get_detector(self.detector_name)
-        return self._local.detector
 
     def _detect(self, ref: InputRef) -> tuple[InputRef, Any, float]:
         """(ref, (image, boxes) or the reason it failed, seconds)."""
@@ -167,7 +157,7 @@ class ChunkProcessor:
             image = decode_image(ref.read(), ref.source)
         except (FerkitError, OSError, KeyError, zipfile.BadZipFile) as e:
             return ref, str(e) if isinstance(e, FerkitError) else f"{ref.source}: cannot be read ({e})", 0.0
-        boxes = [d.box for d in self._detector()(image)]
+        boxes = [d.box for d in self.detector(image)]
         crops = crop_faces(image, boxes, self.classifier.face_size)
         return ref, (image.shape, boxes, crops), time.perf_counter() - start
 
@@ -184,7 +174,7 @@ class ChunkProcessor:
                 if ref.member is not None or ref.data is not None:
                     path = Path(tmp) / f"video{PurePosixPath(ref.member).suffix.lower()}"
                     path.write_bytes(ref.read())
-                result = process_video(path, Recognizer(self.classifier, self._detector()),
+                result = process_video(path, Recognizer(self.classifier, self.detector.get()),
                                        detect_every=self.detect_every)
             except (FerkitError, OSError, KeyError, zipfile.BadZipFile) as e:
                 return _status(ref, "unreadable", str(e).replace(str(path), ref.source)), []

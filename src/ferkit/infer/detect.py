@@ -20,6 +20,7 @@ import ctypes
 import importlib.util
 import os
 import sys
+import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -319,3 +320,22 @@ def get_detector(name: str = "haar", **opts: Any) -> Detector:
     except TypeError as e:
         raise FerkitError(f"detector {name!r}: {e}") from None
 
+
+class PerThreadDetector:
+    """A detector for code that detects in several threads at once: each thread gets its own instance of
+    ``get_detector(name, **opts)`` (OpenCV's cascades and the TFLite interpreters must not be shared)."""
+
+    def __init__(self, name: str = "haar", **opts: Any):
+        self.name, self.opts = name, opts
+        self._local = threading.local()
+        self.get()  # a wrong name or option fails here, in the caller's thread
+
+    def get(self) -> Detector:
+        """This thread's detector."""
+        det = getattr(self._local, "detector", None)
+        if det is None:
+            det = self._local.detector = get_detector(self.name, **self.opts)
+        return det
+
+    def __call__(self, image: np.ndarray) -> list[Detection]:
+        return self.get()(image)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ferkit.errors import DataError, FerkitError
 from ferkit.infer.crop import crop_faces
-from ferkit.infer.detect import get_detector
+from ferkit.infer.detect import PerThreadDetector
 from ferkit.infer.recognizer import Recognizer, make_faces
 from ferkit.infer.source import ImageTooLarge, decode_image
 from ferkit.serve.batcher import MicroBatcher
@@ -126,21 +125,14 @@ class Engine:
         self.metrics = Metrics()
         self.batcher = MicroBatcher(self.recognizer.classifier.predict, settings.max_batch,
                                     settings.max_wait_ms / 1000, settings.batching, self.metrics.batch_size.observe)
-        self._local = threading.local()
+        self.detector = PerThreadDetector(settings.detector)  # used from the pool's threads
         self.pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="ferkit-detect")
         self.jobs = JobQueue(self.recognizer, settings.detector, settings.max_jobs)
         self.in_flight = 0
         self.ready = False
 
-    def detector(self):
-        """This thread's own detector (OpenCV's cascades are not safe to share between threads)."""
-        det = getattr(self._local, "detector", None)
-        if det is None:
-            det = self._local.detector = get_detector(self.settings.detector)
-        return det
-
     def detect(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
-        return [d.box for d in self.detector()(image)]
+        return [d.box for d in self.detector(image)]
 
     async def faces(self, name: str, data: bytes) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
