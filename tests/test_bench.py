@@ -6,10 +6,13 @@ import json
 import math
 import sys
 
+import cv2
+import numpy as np
 from conftest import run_cli
 
-from ferkit.bench.detect import bench_detect
+from ferkit.bench.detect import GROUP_FACES, GROUP_SIDES, bench_detect, group_photo, match_faces
 from ferkit.bench.train import bench_train
+from ferkit.data.dataset import load_dataset
 
 def test_bench_train_measures_three_variants(kaggle_folder):
     rows = bench_train(kaggle_folder, model="fernet", batch_size=8, batches=2, warmup=1, compile=False, rounds=2)
@@ -35,7 +38,7 @@ def test_bench_infer_json(kaggle_folder):
     e2e = res["end_to_end"]
     pipelines = ["ferkit PyTorch eager", "ferkit onnxruntime fp32", "ferkit onnxruntime int8"]
     assert [(row["name"], row["settings"]) for row in e2e if row["name"].startswith("ferkit")] == [
-        (name, f"{detector} detector") for detector in ("haar", "blazeface") for name in pipelines]
+        (name, f"{detector} detector") for detector in ("auto (blazeface_dual)", "haar") for name in pipelines]
     for row in e2e:
         if row["name"].startswith("ferkit"):
             assert set(row["extra"]) == {"video_fps_detect_every_1", "video_fps_detect_every_3"}
@@ -53,12 +56,31 @@ def test_bench_infer_refuses_a_python_without_fer():
 
 
 def test_bench_detect_on_real_faces(fer_zip):
-    rows, notes = bench_detect(fer_zip, faces=40, detectors=["haar", "blazeface"])
+    rows, notes = bench_detect(fer_zip, faces=40, detectors=["haar", "blazeface"], groups=3)
     assert [r.detector for r in rows] == ["haar", "blazeface"] and notes == []
     for r in rows:
         assert r.faces == 40 and 0.3 < r.found <= 1
         assert 0.7 < r.side < 1.2 and abs(r.below) < 0.1  # the box sits on the face
         assert 0 <= r.accuracy_detector_crops <= 1 and r.ms_per_image > 0
+        assert r.group_faces == 3 * GROUP_FACES and 0 <= r.group_correct <= r.group_found <= 1
+    assert rows[0].group_found > 0.4  # Haar finds most faces of a group photo
+
+
+def test_group_photo_places_every_face_where_it_says(fer_zip):
+    """The group photo bench's scene: each face at its stated place and size, and a detection matched to a face
+    only when its centre lies on that face, each detection once."""
+    faces = load_dataset(fer_zip, size=48)["test"].images[:GROUP_FACES]
+    rng = np.random.default_rng(0)
+    image, boxes = group_photo(list(faces), list(GROUP_SIDES), rng)
+    assert image.shape[1] == 1280 and len(boxes) == GROUP_FACES
+    for face, (left, top, side) in zip(faces, boxes):
+        placed = cv2.cvtColor(image[top:top + side, left:left + side], cv2.COLOR_BGR2GRAY)
+        expected = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+        assert np.abs(placed.astype(int) - expected).mean() < 1
+    left, top, side = boxes[0]
+    on_face = (left + 5, top + 5, side, side)
+    assert match_faces(boxes[:1], [(0, 0, 10, 10), on_face]) == [1]
+    assert match_faces(boxes[:1] * 2, [on_face]) == [0, None]  # one detection cannot count twice
 
 
 def test_bench_detect_cli(fer_zip):

@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -23,6 +24,7 @@ from conftest import run_main
 from ferkit.errors import FerkitError
 from ferkit.infer import SAMPLE_PHOTO, Face, Recognizer, annotate, get_detector, list_detectors, process_video
 from ferkit.infer.crop import crop_face, square_box
+from ferkit.infer import detect
 from ferkit.infer.detect import reframe, weighted_nms
 from ferkit.infer.video import TIMELINE_COLUMNS, iou
 from ferkit.models.checkpoint import read_meta
@@ -126,9 +128,9 @@ def test_crop_is_square_and_pads_at_borders():
 
 
 def test_detector_registry():
-    assert list_detectors()[0] == "haar" and "mtcnn" in list_detectors()
-    with pytest.raises(FerkitError,
-                       match="unknown face detector 'nope'; choose one of: haar, mtcnn, blazeface, blazeface_short"):
+    assert list_detectors()[0] == "auto" and "mtcnn" in list_detectors()
+    with pytest.raises(FerkitError, match="unknown face detector 'nope'; choose one of: auto, haar, mtcnn, "
+                                          "blazeface, blazeface_short, blazeface_dual"):
         get_detector("nope")
     big = cv2.resize(cv2.imread(str(SAMPLE_PHOTO)), (1536, 1536), interpolation=cv2.INTER_CUBIC)
     small_box = get_detector("haar")(cv2.imread(str(SAMPLE_PHOTO)))[0].box
@@ -152,7 +154,34 @@ def test_blazeface_missing_packages_name_the_install(monkeypatch):
         get_detector("blazeface_short", min_score=1.5)
 
 
-@pytest.mark.parametrize("name", ["blazeface", "blazeface_short"])
+def test_auto_detector_is_blazeface_where_installed_else_haar(monkeypatch, caplog):
+    assert get_detector().name == "blazeface_dual"  # the test environment installs BlazeFace
+    assert Recognizer.load().detector.name == "blazeface_dual"
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # as if LiteRT were not installed
+    monkeypatch.setattr(detect, "_warned_auto", False)
+    with caplog.at_level("WARNING"):
+        det = get_detector("auto")
+    assert det.name == "haar"
+    assert "face detector: haar, because BlazeFace is not installed" in caplog.text
+    assert "pip install ai-edge-litert" in caplog.text
+
+
+def test_faces_cut_by_the_border_keep_their_frame():
+    """A face cut by the image's edge is framed as in training (the frame leaves the image, the crop repeats the
+    border pixels), not shifted and narrowed to fit."""
+    image = cv2.imread(str(SAMPLE_PHOTO))
+    rec = Recognizer.load(detector="blazeface_dual")  # Haar finds no face cut like this one
+    x, y, w, h = rec.detector(image)[0].box
+    cut = image[y + h // 4:, x + w // 4:]  # a quarter of the frame's width and height cut away
+    (face,) = rec.predict(cut)
+    cx, cy, cw, ch = face.box
+    assert cx < 0 and cy < 0  # the frame starts above and left of the image
+    assert (cw, ch) == pytest.approx((w, h), rel=0.1)  # ... and keeps its size
+    assert (cx + w // 4, cy + h // 4) == pytest.approx((0, 0), abs=0.1 * w)  # ... and its place on the face
+    assert face.emotion == "happy"
+
+
+@pytest.mark.parametrize("name", ["blazeface", "blazeface_short", "blazeface_dual"])
 def test_blazeface_finds_the_astronaut(name):
     rec = Recognizer.load(detector=name)
     faces = rec.predict(SAMPLE_PHOTO)
@@ -271,6 +300,78 @@ def test_video_tracks_timeline_and_annotated_video(rec, clip, tmp_path):
     assert d["timeline_rows"] == len(rows) and "timeline" not in d
 
 
+SURPRISED = "test/surprise/PublicTest_14015146.jpg"  # a FER-2013 face the default model reads as surprise
+
+
+@pytest.mark.parametrize("scene", ["cut", "swap", "same_person_after_cut"])
+def test_two_people_in_consecutive_shots_get_two_tracks(fer_zip, tmp_path, scene):
+    """The astronaut, then someone where she was: a cut to another scene ends her track (shot change), and a person
+    swapped in on the same background does not continue it either (appearance). Each track has its own emotion,
+    smoothing starts afresh, and each summary is one person's. A shot change ends tracks even when the same
+    person is seen after it."""
+    head = cv2.imread(str(SAMPLE_PHOTO))[HEAD]
+    h, w = head.shape[:2]
+    with zipfile.ZipFile(fer_zip) as zf:
+        other = cv2.imdecode(np.frombuffer(zf.read(SURPRISED), np.uint8), cv2.IMREAD_COLOR)
+    other = cv2.copyMakeBorder(cv2.resize(other, (180, 180), interpolation=cv2.INTER_CUBIC), 40, 40, 40, 40,
+                               cv2.BORDER_REPLICATE)
+    if scene == "same_person_after_cut":
+        other = cv2.copyMakeBorder(head, 30, 30, 30, 30, cv2.BORDER_REPLICATE)
+    other = cv2.resize(other, (w + 60, h + 60), interpolation=cv2.INTER_AREA)  # where she was, a little closer
+    coffee = cv2.resize(cv2.imread(str(NO_FACE)), CLIP_SIZE, interpolation=cv2.INTER_CUBIC)
+    second = coffee if scene == "swap" else np.full_like(coffee, (60, 110, 40))  # another scene: a green wall
+    path = tmp_path / "two_shots.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, CLIP_SIZE)
+    for i in range(30):
+        frame = (coffee if i < 15 else second).copy()
+        if i < 15:
+            frame[120:120 + h, 200 + i:200 + i + w] = head
+        else:
+            frame[90:90 + h + 60, 170 + i:170 + i + w + 60] = other
+        writer.write(frame)
+    writer.release()
+
+    # Haar for the upscaled 48x48 face, which BlazeFace finds in only some frames; the default for the astronaut.
+    detector = "auto" if scene == "same_person_after_cut" else "haar"
+    result = process_video(path, Recognizer.load(detector=detector), detect_every=1)
+    ids = [{r["track_id"] for r in result.timeline if (r["frame"] < 15) == first and not r["short_track"]}
+           for first in (True, False)]
+    assert all(len(s) == 1 for s in ids) and ids[0] != ids[1]
+    tracks = {t.track_id: t for t in result.tracks}
+    (a,), (b,) = ids
+    second_emotion = "happy" if scene == "same_person_after_cut" else "surprise"
+    assert (tracks[a].first_frame, tracks[a].last_frame, tracks[a].emotion) == (0, 14, "happy")
+    assert (tracks[b].first_frame, tracks[b].last_frame, tracks[b].emotion) == (15, 29, second_emotion)
+    if scene != "same_person_after_cut":
+        first_of_b = next(r for r in result.timeline if r["track_id"] == b)
+        assert first_of_b["happy"] < 0.2 and first_of_b["surprise"] > 0.5  # nothing of the astronaut carried over
+
+
+def test_short_tracks_are_left_out_of_summaries_and_marked_in_the_timeline(rec, tmp_path):
+    """A face seen in fewer than MIN_TRACK_FRAMES frames (a false detection, someone passing by) is no track in the
+    summary; its timeline rows stay, marked short_track."""
+    head = cv2.imread(str(SAMPLE_PHOTO))[HEAD]
+    h, w = head.shape[:2]
+    coffee = cv2.resize(cv2.imread(str(NO_FACE)), CLIP_SIZE, interpolation=cv2.INTER_CUBIC)
+    path = tmp_path / "glimpse.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, CLIP_SIZE)
+    for i in range(20):
+        frame = coffee.copy()
+        frame[100:100 + h, 60:60 + w] = head  # there all along
+        if 5 <= i < 8:  # a three-frame glimpse of another face
+            frame[250:250 + h, 400:400 + w] = cv2.flip(head, 1)
+        writer.write(frame)
+    writer.release()
+    out_csv = tmp_path / "timeline.csv"
+    result = process_video(path, rec, out_csv=out_csv, detect_every=1)
+    assert [t.frames for t in result.tracks] == [20]
+    short = {r["track_id"] for r in result.timeline if r["short_track"]}
+    assert len(short) == 1 and len([r for r in result.timeline if r["short_track"]]) == 3
+    assert short.isdisjoint(t.track_id for t in result.tracks)
+    with out_csv.open() as f:
+        assert sum(r["short_track"] == "1" for r in csv.DictReader(f)) == 3
+
+
 def test_video_detect_every_carries_tracks(rec, clip):
     path, regions = clip
     result = process_video(path, rec, detect_every=4)
@@ -328,7 +429,7 @@ def test_predict_json_schema(capsys):
     assert code == 0
     d = json.loads(out)
     assert {"model", "backend", "tta", "labels", "detector", "results"} <= set(d)
-    assert d["backend"] == "torch" and d["tta"] == "none" and d["detector"]["name"] == "haar"
+    assert d["backend"] == "torch" and d["tta"] == "none" and d["detector"]["name"] == "blazeface_dual"
     photo, empty = d["results"]
     assert photo["source"] == str(SAMPLE_PHOTO) and photo["kind"] == "image"
     assert (photo["width"], photo["height"], photo["annotated"]) == (512, 512, None)
@@ -371,8 +472,8 @@ def bad(tmp_path_factory) -> Path:
     (["empty"], "empty: no images in this folder"),
     (["--webcam", "9"], "camera 9 cannot be opened"),
     (["sample", "--model", "no_such_model"], "no_such_model: no such model"),
-    (["sample", "--detector", "dlib"], "unknown face detector 'dlib'; choose one of: haar, mtcnn, blazeface, "
-                                       "blazeface_short"),
+    (["sample", "--detector", "dlib"], "unknown face detector 'dlib'; choose one of: auto, haar, mtcnn, "
+                                       "blazeface, blazeface_short, blazeface_dual"),
     (["sample", "--backend", "tensorrt"], "unknown backend 'tensorrt'; choose one of: torch"),
     (["sample", "--tta", "fivecrop"], "unknown TTA 'fivecrop'"),
     (["garbage.mp4", "--no-detect"], "without face detection each input must be a face photo"),

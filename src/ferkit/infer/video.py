@@ -1,9 +1,14 @@
 """Videos and webcams: faces tracked across frames with stable IDs, probabilities smoothed per track, a timeline
 per track, and an annotated copy of the video.
 
-Tracks are matched frame to frame by box overlap (IoU, optimal assignment); a face unmatched for ``MAX_MISSED``
-frames ends its track, and a new face starts one with the next ID. Each track's probabilities are an exponential
-moving average (``smoothing`` is the newest frame's weight), so a one-frame flicker does not flip the label.
+Tracks follow one person each. A face continues a track only if its box overlaps the track's last box (IoU, optimal
+assignment) *and* it looks like the track's face (``APPEARANCE_MATCH``: correlation of small equalized gray
+thumbnails); a shot change (``SHOT_CHANGE``: the mean HSV change between consecutive frames, as PySceneDetect's
+content detector measures it) ends every track and makes the detector search that frame. A face unmatched for
+``MAX_MISSED`` frames ends its track, and a new face starts one with the next ID, its smoothing started afresh. Each
+track's probabilities are an exponential moving average (``smoothing`` is the newest frame's weight), so a one-frame
+flicker does not flip the label. Tracks seen in fewer than ``MIN_TRACK_FRAMES`` frames (a false detection, a face
+passing by) are left out of the summaries; their timeline rows stay, marked ``short_track``.
 """
 
 from __future__ import annotations
@@ -29,11 +34,16 @@ from ferkit.infer.recognizer import DECIMALS, Face, Recognizer
 from ferkit.infer.source import Frame, open_source
 
 IOU_MATCH = 0.3  # least overlap for a face to continue a track
+APPEARANCE_MATCH = 0.5  # least thumbnail correlation for a face to continue a track
+APPEARANCE_SIDE = 16  # thumbnail side
+SHOT_CHANGE = 27.0  # mean HSV change (0-255) between consecutive frames that counts as a cut
+SHOT_WIDTH = 160  # frames are compared at this width
+MIN_TRACK_FRAMES = 10  # tracks seen in fewer frames are left out of the summaries
 MAX_MISSED = 15  # frames a track survives without a face (a blink of the detector does not end it)
 SMOOTHING = 0.5  # weight of the newest frame in each track's moving average of probabilities
 DETECT_EVERY = 3  # frames per detector run; in between, emotions are read at the tracks' last boxes
 VIDEO_SUFFIX, FOURCC = ".mp4", "mp4v"
-TIMELINE_COLUMNS = ("frame", "time_s", "track_id", "x", "y", "w", "h")  # then one column per emotion
+TIMELINE_COLUMNS = ("frame", "time_s", "track_id", "short_track", "x", "y", "w", "h")  # then one per emotion
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -45,6 +55,33 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = iw * ih  # (N, M)
     union = a[:, 2:3] * a[:, 3:4] + b[:, 2] * b[:, 3] - inter
     return inter / np.maximum(union, 1e-9)
+
+
+def appearance(gray: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """A face's look: its square crop, equalized, as a zero-mean unit-length vector of APPEARANCE_SIDE² pixels."""
+    from ferkit.infer.crop import crop_face
+
+    t = cv2.equalizeHist(crop_face(gray, box, APPEARANCE_SIDE)).astype(np.float32).ravel()
+    t -= t.mean()
+    return t / (np.linalg.norm(t) + 1e-6)
+
+
+class ShotDetector:
+    """Says when a frame starts a new shot: the mean absolute change of its HSV pixels (at SHOT_WIDTH) against the
+    previous frame's exceeds ``threshold``."""
+
+    def __init__(self, threshold: float = SHOT_CHANGE):
+        self.threshold = threshold
+        self.last: np.ndarray | None = None
+
+    def __call__(self, image: np.ndarray) -> bool:
+        h, w = image.shape[:2]
+        small = cv2.resize(image, (SHOT_WIDTH, max(1, round(h * SHOT_WIDTH / w))), interpolation=cv2.INTER_AREA)
+        hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV).astype(np.int16)
+        cut = self.last is not None and (self.last.shape != hsv.shape
+                                         or float(np.abs(hsv - self.last).mean()) > self.threshold)
+        self.last = hsv
+        return cut
 
 
 @dataclass
@@ -69,6 +106,7 @@ class TrackSummary:
 class _Track:
     id: int
     box: tuple[int, int, int, int]
+    look: np.ndarray  # appearance() of its face, a moving average
     smooth: np.ndarray  # (C,) moving average of probabilities
     total: np.ndarray  # (C,) sum of raw probabilities
     first_frame: int
@@ -83,11 +121,13 @@ class Tracker:
     """Gives each face a track ID and its track's smoothed probabilities, frame after frame."""
 
     def __init__(self, labels: list[str], smoothing: float = SMOOTHING, iou_match: float = IOU_MATCH,
-                 max_missed: int = MAX_MISSED):
+                 max_missed: int = MAX_MISSED, appearance_match: float = APPEARANCE_MATCH,
+                 min_frames: int = MIN_TRACK_FRAMES):
         if not 0 < smoothing <= 1:
             raise FerkitError(f"smoothing {smoothing} must be in (0, 1]; 1 means no smoothing")
         self.labels = labels
         self.smoothing, self.iou_match, self.max_missed = smoothing, iou_match, max_missed
+        self.appearance_match, self.min_frames = appearance_match, min_frames
         self.active: list[_Track] = []
         self.ended: list[_Track] = []
         self.next_id = 1
@@ -95,23 +135,35 @@ class Tracker:
     def boxes_seen_last(self) -> list[tuple[int, int, int, int]]:
         return [t.box for t in self.active if t.missed == 0]
 
+    def end_all(self) -> None:
+        """End every track (a shot change: whoever is seen next is someone new until shown otherwise)."""
+        self.ended += self.active
+        self.active = []
+
     def update(self, faces: list[Face], frame: Frame) -> list[Face]:
         """Faces of ``frame`` (raw probabilities) -> the same faces with track IDs and smoothed probabilities."""
+        gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY) if frame.image.ndim == 3 else frame.image
+        looks = [appearance(gray, f.box) for f in faces]
         matches: dict[int, _Track] = {}
         if faces and self.active:
             overlap = iou(np.array([f.box for f in faces], float), np.array([t.box for t in self.active], float))
-            rows, cols = linear_sum_assignment(-overlap)
-            matches = {r: self.active[c] for r, c in zip(rows, cols) if overlap[r, c] >= self.iou_match}
+            alike = np.array(looks) @ np.array([t.look for t in self.active]).T  # (faces, tracks) correlations
+            score = np.where(alike >= self.appearance_match, overlap, 0.0)
+            rows, cols = linear_sum_assignment(-score)
+            matches = {r: self.active[c] for r, c in zip(rows, cols) if score[r, c] >= self.iou_match}
         out = []
         for i, face in enumerate(faces):
             p = np.array([face.emotions[k] for k in self.labels], np.float64)  # (C,)
             track = matches.get(i)
             if track is None:
-                track = _Track(self.next_id, face.box, p.copy(), np.zeros_like(p), frame.index, frame.time_s)
+                track = _Track(self.next_id, face.box, looks[i], p.copy(), np.zeros_like(p), frame.index,
+                               frame.time_s)
                 self.next_id += 1
                 self.active.append(track)
             else:
                 track.smooth = self.smoothing * p + (1 - self.smoothing) * track.smooth
+                look = 0.5 * track.look + 0.5 * looks[i]
+                track.look = look / (np.linalg.norm(look) + 1e-6)
             track.box, track.missed = face.box, -1  # -1: seen now; the increment below makes it 0
             track.total += p
             track.frames += 1
@@ -123,9 +175,16 @@ class Tracker:
         self.active = [t for t in self.active if t.missed <= self.max_missed]
         return out
 
+    def short_tracks(self) -> set[int]:
+        """IDs of the tracks seen in fewer than ``min_frames`` frames."""
+        return {t.id for t in self.ended + self.active if t.frames < self.min_frames}
+
     def summaries(self) -> list[TrackSummary]:
+        """One summary per track seen in at least ``min_frames`` frames, in ID order."""
         out = []
         for t in sorted(self.ended + self.active, key=lambda t: t.id):
+            if t.frames < self.min_frames:
+                continue
             mean = t.total / t.frames
             out.append(TrackSummary(t.id, t.frames, t.first_frame, t.last_frame, round(t.first_s, 3),
                                     round(t.last_s, 3), self.labels[int(mean.argmax())],
@@ -134,9 +193,17 @@ class Tracker:
 
 
 def timeline_rows(faces: list[Face], frame: Frame) -> list[dict[str, Any]]:
-    """One row per tracked face: frame, time_s, track_id, x, y, w, h, then the smoothed probability per emotion."""
-    return [{"frame": frame.index, "time_s": round(frame.time_s, 3), "track_id": f.track_id,
+    """One row per tracked face: frame, time_s, track_id, short_track (0 until the track is known to be short), x, y,
+    w, h, then the smoothed probability per emotion."""
+    return [{"frame": frame.index, "time_s": round(frame.time_s, 3), "track_id": f.track_id, "short_track": 0,
              **dict(zip("xywh", f.box)), **{k: round(v, DECIMALS) for k, v in f.emotions.items()}} for f in faces]
+
+
+def mark_short_tracks(rows: list[dict[str, Any]], short: set[int]) -> list[dict[str, Any]]:
+    """The timeline with ``short_track`` set to 1 on the rows of the tracks left out of the summaries."""
+    for row in rows:
+        row["short_track"] = int(row["track_id"] in short)
+    return rows
 
 
 @dataclass
@@ -243,6 +310,7 @@ def process_video(source: str | Path | int, recognizer: Recognizer, out_video: s
         raise FerkitError("no window can be shown: this OpenCV has no GUI (opencv-python-headless) or there is no "
                           "display; write the annotated video with an output folder instead")
     tracker = Tracker(recognizer.labels, smoothing)
+    shots = ShotDetector()
     rows: list[dict[str, Any]] = []
     video: _VideoFile | None = None
     start = time.perf_counter()
@@ -254,7 +322,10 @@ def process_video(source: str | Path | int, recognizer: Recognizer, out_video: s
             try:
                 for frame in src:
                     size = frame.image.shape[1], frame.image.shape[0]
-                    carried = tracker.boxes_seen_last() if frame.index % detect_every else None
+                    new_shot = shots(frame.image)
+                    if new_shot:
+                        tracker.end_all()
+                    carried = tracker.boxes_seen_last() if frame.index % detect_every and not new_shot else None
                     raw = (recognizer.predict(frame.image) if carried is None
                            else recognizer.predict_boxes(frame.image, carried))
                     faces = tracker.update(raw, frame)
@@ -277,6 +348,7 @@ def process_video(source: str | Path | int, recognizer: Recognizer, out_video: s
             except KeyboardInterrupt:
                 if not src.live:  # a camera is stopped with Ctrl-C: keep what was recorded
                     raise
+            rows = mark_short_tracks(rows, tracker.short_tracks())
             if out_csv is not None:
                 atomic_write(out_csv, timeline_csv(rows, recognizer.labels))
             if video is not None:

@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ferkit.errors import DataError, FerkitError
 from ferkit.infer.crop import crop_faces
-from ferkit.infer.detect import PerThreadDetector
+from ferkit.infer.detect import DEFAULT_DETECTOR, PerThreadDetector
 from ferkit.infer.recognizer import Recognizer, make_faces
 from ferkit.infer.source import ImageTooLarge, decode_image
 from ferkit.serve.batcher import MicroBatcher
@@ -47,7 +47,7 @@ OPEN_PATHS = {"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/doc
 @dataclass
 class Settings:
     model: str = "default"
-    detector: str = "haar"
+    detector: str = DEFAULT_DETECTOR
     backend: str | None = None
     tta: str = "none"  # none | flip | tencrop, as ferkit predict
     api_key: str | None = None
