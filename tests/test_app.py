@@ -285,27 +285,6 @@ def test_uploads_are_checked_for_type_size_and_content(tmp_path):
     assert (info.frames, info.width, info.height, info.fps) == (5, 512, 512, 5.0) and info.path.is_file()
 
 
-def test_browser_video_is_h264_with_every_frame(tmp_path):
-    import av
-
-    from ferkit.app.media import to_browser_video
-
-    src = tmp_path / "annotated.mp4"
-    photo = cv2.imread(str(SAMPLE_PHOTO))[:301, :401]  # odd sizes, which H.264 in 4:2:0 cannot hold
-    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"mp4v"), 12, (401, 301))
-    for i in range(12):
-        writer.write(np.ascontiguousarray(np.roll(photo, 3 * i, axis=1)))
-    writer.release()
-    out = to_browser_video(src, tmp_path / "browser.mp4")
-    with av.open(str(out)) as f:
-        stream = f.streams.video[0]
-        frames = sum(1 for _ in f.decode(stream))
-        assert (stream.codec_context.name, stream.width, stream.height) == ("h264", 400, 300)
-        assert stream.codec_context.pix_fmt == "yuv420p" and stream.average_rate == 12
-    assert frames == 12
-    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
-
-
 def test_models_folder_offers_checkpoints_and_onnx_files(tmp_path):
     import torch
     from safetensors.torch import save_file

@@ -23,7 +23,10 @@ from conftest import run_main
 
 from ferkit.errors import FerkitError
 from ferkit.infer import SAMPLE_PHOTO, Face, Recognizer, annotate, get_detector, list_detectors, process_video
+from ferkit.bench.detect import GROUP_FACES, GROUP_SIDES, group_photo
+from ferkit.data.dataset import load_dataset
 from ferkit.infer.crop import crop_face, square_box
+from ferkit.infer.draw import _overlap, layout
 from ferkit.infer import detect
 from ferkit.infer.detect import reframe, weighted_nms
 from ferkit.infer.video import TIMELINE_COLUMNS, iou
@@ -246,6 +249,44 @@ def test_annotate_draws_on_a_copy(rec):
     assert annotate(tiny, rec.predict_faces([tiny])).shape == (128, 128, 3)
 
 
+def assert_labels_cover_no_face_and_no_label(faces, labels, shape):
+    H, W = shape[:2]
+    boxes = [(x, y, x + w, y + h) for x, y, w, h in (f.box for f in faces)]
+    rects = [(i, r) for i, lab in enumerate(labels) for r in (lab.title, lab.panel) if r is not None]
+    for i, r in rects:
+        assert 0 <= r[0] < r[2] <= W and 0 <= r[1] < r[3] <= H, "a label leaves the image"
+        for j, b in enumerate(boxes):
+            if j != i:
+                assert _overlap(r, b) == 0, f"face {i}'s label covers face {j}"
+    for a in range(len(rects)):
+        for b in range(a + 1, len(rects)):
+            assert _overlap(rects[a][1], rects[b][1]) == 0, "two labels overlap"
+
+
+@pytest.mark.parametrize("side", [320, 1280, 3840])
+def test_labels_never_cover_another_face_or_label(fer_zip, side):
+    """A group photo of six real faces of different sizes, from a 320 px thumbnail to a 4K photo, and a tight row
+    of faces: every title and panel stays off the other faces and the other labels, and inside the image."""
+    rng = np.random.default_rng(0)
+    faces48 = load_dataset(fer_zip, size=48)["test"].images[:GROUP_FACES]
+    image, _ = group_photo(list(faces48), list(GROUP_SIDES), rng)
+    image = cv2.resize(image, (side, round(image.shape[0] * side / image.shape[1])), interpolation=cv2.INTER_AREA)
+    faces = Recognizer.load(detector="haar", min_face=8).predict(image)
+    assert len(faces) >= 3
+    labels = layout(faces, image.shape)
+    assert_labels_cover_no_face_and_no_label(faces, labels, image.shape)
+    assert any(lab.panel is not None for lab in labels)
+    drawn = annotate(image, faces)
+    for lab in labels:  # drawn where the layout put it
+        x0, y0, x1, y1 = lab.title
+        assert np.any(drawn[y0:y1, x0:x1] != image[y0:y1, x0:x1])
+
+    emotions = faces[0].emotions
+    row = [Face((40 + 90 * k, 200, 80, 80), emotions) for k in range(side // 100)]  # shoulder to shoulder
+    crowd = np.zeros((round(side * 0.75), side, 3), np.uint8)
+    assert_labels_cover_no_face_and_no_label(row, layout(row, crowd.shape), crowd.shape)
+
+
 # ---- video -----------------------------------------------------------------------------------------------------
 
 
@@ -370,6 +411,29 @@ def test_short_tracks_are_left_out_of_summaries_and_marked_in_the_timeline(rec, 
     assert short.isdisjoint(t.track_id for t in result.tracks)
     with out_csv.open() as f:
         assert sum(r["short_track"] == "1" for r in csv.DictReader(f)) == 3
+
+
+def test_annotated_video_is_h264_browsers_play_with_every_frame(rec, tmp_path):
+    import av
+
+    src = tmp_path / "odd.mp4"
+    photo = cv2.imread(str(SAMPLE_PHOTO))[:301, :401]  # odd sizes, which H.264 in 4:2:0 cannot hold
+    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"mp4v"), 12, (401, 301))
+    for i in range(12):
+        writer.write(np.ascontiguousarray(np.roll(photo, 3 * i, axis=1)))
+    writer.release()
+    out = tmp_path / "out" / "annotated.mp4"
+    out.parent.mkdir()
+    process_video(src, rec, out_video=out)
+    with av.open(str(out)) as f:
+        stream = f.streams.video[0]
+        frames = sum(1 for _ in f.decode(stream))
+        assert (stream.codec_context.name, stream.width, stream.height) == ("h264", 400, 300)
+        assert stream.codec_context.pix_fmt == "yuv420p" and stream.average_rate == 12
+    assert frames == 12
+    data = out.read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat")  # the index first: browsers start playing at once
+    assert [p.name for p in out.parent.iterdir()] == ["annotated.mp4"]  # no temporary file left behind
 
 
 def test_video_detect_every_carries_tracks(rec, clip):

@@ -15,7 +15,6 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from ferkit.app.media import to_browser_video
 from ferkit.app.models import load_recognizer
 from ferkit.app.sidebar import Selection
 from ferkit.app.uploads import MAX_VIDEO_MB, VIDEO_TYPES, UploadError, VideoInfo, save_video
@@ -40,9 +39,10 @@ class VideoView:
 
 
 def analyse_video(info: VideoInfo, folder: Path, sel: Selection, bar) -> VideoView:
-    """Track and read every frame (``bar`` shows how far), then re-encode the annotated video for browsers."""
+    """Track and read every frame (``bar`` shows how far), writing the annotated video (H.264, which browsers
+    play) and the timeline."""
     recognizer = load_recognizer(sel.model.source, sel.detector, sel.tta)
-    raw, csv = folder / "annotated-raw.mp4", folder / "timeline.csv"
+    video, csv = folder / "annotated.mp4", folder / "timeline.csv"
 
     def on_frame(done: int) -> None:
         if info.frames:
@@ -50,10 +50,7 @@ def analyse_video(info: VideoInfo, folder: Path, sel: Selection, bar) -> VideoVi
         else:
             bar.progress(0.0, text=f"Analysing frame {done:,}")
 
-    result = process_video(info.path, recognizer, out_video=raw, out_csv=csv, on_frame=on_frame)
-    bar.progress(1.0, text="Preparing the video for the browser")
-    video = to_browser_video(raw, folder / "annotated.mp4")
-    raw.unlink(missing_ok=True)
+    result = process_video(info.path, recognizer, out_video=video, out_csv=csv, on_frame=on_frame)
     return VideoView(info=info, video=video, csv=csv, summary=result.to_dict())
 
 
