@@ -176,6 +176,14 @@ def test_ensemble_is_the_mean_of_its_members(runs, faces):
 # ---- the command ---------------------------------------------------------------------------------------------
 
 
+def test_progress_bar_counts_every_face_of_every_member(runs, kaggle_folder, capsys):
+    evaluate(runs["crop"], kaggle_folder, ensemble=[runs["whole"]], batch_size=16, progress=True)
+    err = capsys.readouterr().err
+    assert "predicting (none)" in err and "84/84" in err and "face/s" in err  # 42 faces x 2 models, with a rate
+    evaluate(runs["crop"], kaggle_folder, batch_size=16)
+    assert capsys.readouterr().err == ""  # quiet unless asked
+
+
 def test_json_contract_and_out_files(runs, kaggle_folder, tmp_path, capsys):
     out = tmp_path / "report"
     code, stdout, _ = run_main(capsys, "evaluate", runs["crop"], "--data", kaggle_folder, "--json", "--out", out,

@@ -779,7 +779,8 @@ def cmd_prior(args: argparse.Namespace) -> int:
         path = adjust_checkpoint(args.checkpoint, out, args.tau, args.data)
         print(f"wrote {path} (logits shifted by -{args.tau:g} * log(training prior))")
         return 0
-    prior, rows = sweep_prior(args.checkpoint, args.data, args.split, tta=args.tta)
+    prior, rows = sweep_prior(args.checkpoint, args.data, args.split, tta=args.tta,
+                              progress=not args.json and sys.stderr.isatty())
     if args.json:
         print(json.dumps({"prior": prior.tolist(), "rows": [r.to_dict() for r in rows]}, indent=2))
         return 0

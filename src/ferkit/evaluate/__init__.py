@@ -46,8 +46,8 @@ def evaluate(checkpoint: str | Path, data: str | Path, split: str | None = None,
     ``excluded_classes`` / ``excluded_images``); metrics run over the model's full label list (answers of a class
     the data lacks count as wrong; macro averages cover the classes the data has). The data is loaded
     at the first model's face size. ``tta`` None means the first checkpoint's own protocol (its meta's ``tta``,
-    ten-crop for the shipped models) or none. ``progress`` shows a bar while a dataset is decoded for the first
-    time. ``Evaluation.warnings`` says when a model trained on the scored images or copies of them.
+    ten-crop for the shipped models) or none. ``progress`` shows bars (rate, ETA) while a dataset is decoded for
+    the first time and while the faces are scored. ``Evaluation.warnings`` says when a model trained on the scored images or copies of them.
     """
     from ferkit.evaluate.labels import ensemble_orders
     from ferkit.models.checkpoint import resolve_checkpoint
@@ -75,7 +75,7 @@ def score(members: Sequence[Member], paths: Sequence[str | Path], data: str | Pa
     tta = check_tta(tta or meta.get("tta", "none"))
     d = load_eval_data(data, split, labels, int(meta["input"]["face_size"]), progress)
     t0 = time.perf_counter()
-    probs = predict_proba(members, d.faces.images, tta, batch_size)
+    probs = predict_proba(members, d.faces.images, tta, batch_size, progress)
     predict_seconds = time.perf_counter() - t0
     warnings = [w for (_, m), p in zip(members, paths) if (w := overlap_warning(m, d.location, d.split, p))]
     ev = replace(compute_metrics(d.y, probs, labels), checkpoints=[str(p) for p in paths], data=d.location,

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
+from tqdm import tqdm
 
 from ferkit.data.scan import resize_face
 from ferkit.errors import FerkitError
@@ -97,8 +98,9 @@ def model_view(images: np.ndarray, meta: dict[str, Any]) -> torch.Tensor:
 
 @torch.no_grad()
 def model_proba(model: torch.nn.Module, meta: dict[str, Any], images: np.ndarray, tta: str = "none",
-                batch_size: int = 256) -> np.ndarray:
-    """Softmax probabilities (N, C) of one model, in its own label order, for uint8 faces (N, S, S)."""
+                batch_size: int = 256, bar: tqdm | None = None) -> np.ndarray:
+    """Softmax probabilities (N, C) of one model, in its own label order, for uint8 faces (N, S, S); ``bar``
+    (a progress bar) advances by the faces of each batch."""
     check_tta(tta)
     inp = meta["input"]
     if inp.get("channels", 1) != 1:
@@ -113,15 +115,18 @@ def model_proba(model: torch.nn.Module, meta: dict[str, Any], images: np.ndarray
         # Views run one by one so memory stays that of one batch whatever the TTA.
         probs = sum(model(v).float().softmax(1) for v in views) / len(views)  # (B, C)
         out[start:start + len(x)] = probs.cpu().numpy()
+        if bar is not None:
+            bar.update(len(x))
     return out
 
 
 def predict_proba(members: Sequence[Member], images: np.ndarray, tta: str = "none",
-                  batch_size: int = 256) -> np.ndarray:
+                  batch_size: int = 256, progress: bool = False) -> np.ndarray:
     """Mean softmax probabilities (N, C) of ``members`` ((model, meta) pairs) in the first member's label order.
 
     ``images`` are uint8 faces (N, S, S); each model gets them resized to its ``input.face_size`` when S differs,
-    then centre-cropped (or TTA-viewed) as its meta says. Members are matched by label name.
+    then centre-cropped (or TTA-viewed) as its meta says. Members are matched by label name. ``progress``: a bar
+    with rate and ETA on stderr.
     """
     check_tta(tta)
     if batch_size < 1:
@@ -132,6 +137,8 @@ def predict_proba(members: Sequence[Member], images: np.ndarray, tta: str = "non
         raise ValueError(f"expected square gray faces (N, S, S), got shape {images.shape}")
     orders = ensemble_orders([meta["labels"] for _, meta in members])
     total = np.zeros((len(images), len(orders[0])), np.float64)
-    for (model, meta), order in zip(members, orders):
-        total += model_proba(model, meta, images, tta, batch_size)[:, order]
+    with tqdm(total=len(images) * len(members), desc=f"predicting ({tta})", unit="face", disable=not progress,
+              leave=False) as bar:
+        for (model, meta), order in zip(members, orders):
+            total += model_proba(model, meta, images, tta, batch_size, bar)[:, order]
     return (total / len(members)).astype(np.float32)

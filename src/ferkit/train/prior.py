@@ -69,8 +69,9 @@ class PriorRow:
 
 
 def sweep_prior(checkpoint: str | Path, data: str | Path, split: str, taus: tuple[float, ...] = TAUS,
-                tta: str | None = None) -> tuple[np.ndarray, list[PriorRow]]:
-    """The training prior and, per ``tau``, accuracy, macro F1 and the lowest per-class recall on ``split``."""
+                tta: str | None = None, progress: bool = False) -> tuple[np.ndarray, list[PriorRow]]:
+    """The training prior and, per ``tau``, accuracy, macro F1 and the lowest per-class recall on ``split``
+    (``progress``: bars while the data is decoded and scored)."""
     from ferkit.evaluate.data import load_eval_data
     from ferkit.evaluate.metrics import compute_metrics
     from ferkit.evaluate.predict import load_members, predict_proba
@@ -81,8 +82,8 @@ def sweep_prior(checkpoint: str | Path, data: str | Path, split: str, taus: tupl
     meta = members[0][1]
     prior = training_prior(meta, data)
     tta = tta or meta.get("tta", "none")
-    d = load_eval_data(data, split, meta["labels"], int(meta["input"]["face_size"]))
-    probs = predict_proba(members, d.faces.images, tta)
+    d = load_eval_data(data, split, meta["labels"], int(meta["input"]["face_size"]), progress)
+    probs = predict_proba(members, d.faces.images, tta, progress=progress)
     rows = []
     for tau in taus:
         ev = compute_metrics(d.y, adjust_probs(probs, prior, tau), meta["labels"])
