@@ -193,7 +193,7 @@ def test_video_is_tracked_played_and_charted(page, tmp_path):
     with page.expect_download() as dl:
         page.get_by_role("button", name="Emotion timeline (CSV)").click()
     rows = Path(dl.value.path()).read_text().splitlines()
-    assert rows[0].startswith("frame,time_s,track_id,x,y,w,h,") and len(rows) == 1 + 10
+    assert rows[0].startswith("frame,time_s,track_id,short_track,x,y,w,h,") and len(rows) == 1 + 10
     page.screenshot(path=str(tmp_path / "video.png"), full_page=True)
 
 
@@ -306,3 +306,23 @@ def test_models_folder_offers_checkpoints_and_onnx_files(tmp_path):
     choices, problem = model_choices(str(tmp_path / "export.onnx"), str(tmp_path / "nowhere"))
     assert [c.label for c in choices] == ["export.onnx", *(c.label for c in SHIPPED_CHOICES)]
     assert "no such folder" in problem
+
+
+def test_webcam_frames_follow_faces_as_predict_webcam_does():
+    """The webcam tab's frame callback runs the shared follower: faces keep one track ID from frame to frame and the
+    overlay shows it, as `ferkit predict --webcam` and videos do."""
+    import av
+
+    from ferkit.app.webcam import LiveStats, frame_callback
+    from ferkit.infer import Recognizer
+
+    stats = LiveStats()
+    callback = frame_callback(Recognizer.load(), stats)
+    photo = cv2.imread(str(SAMPLE_PHOTO))
+    ids = []
+    for i in range(6):
+        image = np.ascontiguousarray(np.roll(photo, 2 * i, axis=1))
+        out = callback(av.VideoFrame.from_ndarray(image, format="bgr24")).to_ndarray(format="bgr24")
+        assert out.shape == image.shape and np.any(out != image)  # drawn on
+        ids.append({face.get("track_id") for face in stats.faces if 150 < face["box"][0] < 190})  # the astronaut
+    assert ids == [{1}] * 6

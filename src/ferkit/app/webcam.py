@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -18,6 +19,8 @@ from ferkit.app.sidebar import Selection
 from ferkit.app.views import face_card
 from ferkit.errors import FerkitError
 from ferkit.infer import Recognizer, annotate
+from ferkit.infer.source import Frame
+from ferkit.infer.video import FaceFollower
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +59,15 @@ class LiveStats:
 
 
 def frame_callback(recognizer: Recognizer, stats: LiveStats) -> Callable[[av.VideoFrame], av.VideoFrame]:
-    """The function streamlit-webrtc calls on every camera frame: recognise, draw, stamp the frame rate."""
+    """The function streamlit-webrtc calls on every camera frame: follow the faces (tracks, smoothing, detection
+    every few frames, as ``ferkit predict --webcam`` does), draw, stamp the frame rate."""
+    follow = FaceFollower(recognizer)
+    start = time.perf_counter()
+    count = itertools.count()
 
     def callback(frame: av.VideoFrame) -> av.VideoFrame:
         image = frame.to_ndarray(format="bgr24")  # (H, W, 3)
-        faces = recognizer.predict(image)
+        faces = follow(Frame(image, next(count), time.perf_counter() - start))
         out = annotate(image, faces)
         stats.tick([f.to_dict() for f in faces])
         text = f"{stats.fps:.1f} fps"

@@ -195,6 +195,28 @@ class Tracker:
         return out
 
 
+class FaceFollower:
+    """Faces frame after frame, the one path of ``process_video``, ``ferkit predict --webcam`` and the app's webcam
+    tab: a shot change ends every track and makes the detector search; otherwise the detector runs on every
+    ``detect_every``-th frame and the emotions are read at the tracks' last boxes in between; the ``Tracker`` gives
+    IDs and smoothed probabilities."""
+
+    def __init__(self, recognizer: Recognizer, detect_every: int = DETECT_EVERY, smoothing: float = SMOOTHING):
+        self.recognizer = recognizer
+        self.detect_every = check_detect_every(detect_every)
+        self.tracker = Tracker(recognizer.labels, smoothing)
+        self.shots = ShotDetector()
+
+    def __call__(self, frame: Frame) -> list[Face]:
+        new_shot = self.shots(frame.image)
+        if new_shot:
+            self.tracker.end_all()
+        carried = self.tracker.boxes_seen_last() if frame.index % self.detect_every and not new_shot else None
+        raw = (self.recognizer.predict(frame.image) if carried is None
+               else self.recognizer.predict_boxes(frame.image, carried))
+        return self.tracker.update(raw, frame)
+
+
 def timeline_rows(faces: list[Face], frame: Frame) -> list[dict[str, Any]]:
     """One row per tracked face: frame, time_s, track_id, short_track (0 until the track is known to be short), x, y,
     w, h, then the smoothed probability per emotion."""
@@ -332,8 +354,7 @@ def process_video(source: str | Path | int, recognizer: Recognizer, out_video: s
     if window is not None and not has_display():
         raise FerkitError("no window can be shown: this OpenCV has no GUI (opencv-python-headless) or there is no "
                           "display; write the annotated video with an output folder instead")
-    tracker = Tracker(recognizer.labels, smoothing)
-    shots = ShotDetector()
+    follow = FaceFollower(recognizer, detect_every, smoothing)
     rows: list[dict[str, Any]] = []
     video: VideoFile | None = None
     start = time.perf_counter()
@@ -345,13 +366,7 @@ def process_video(source: str | Path | int, recognizer: Recognizer, out_video: s
             try:
                 for frame in src:
                     size = frame.image.shape[1], frame.image.shape[0]
-                    new_shot = shots(frame.image)
-                    if new_shot:
-                        tracker.end_all()
-                    carried = tracker.boxes_seen_last() if frame.index % detect_every and not new_shot else None
-                    raw = (recognizer.predict(frame.image) if carried is None
-                           else recognizer.predict_boxes(frame.image, carried))
-                    faces = tracker.update(raw, frame)
+                    faces = follow(frame)
                     rows += timeline_rows(faces, frame)
                     n += 1
                     bar.update()
@@ -371,7 +386,7 @@ def process_video(source: str | Path | int, recognizer: Recognizer, out_video: s
             except KeyboardInterrupt:
                 if not src.live:  # a camera is stopped with Ctrl-C: keep what was recorded
                     raise
-            rows = mark_short_tracks(rows, tracker.short_tracks())
+            rows = mark_short_tracks(rows, follow.tracker.short_tracks())
             if out_csv is not None:
                 atomic_write(out_csv, timeline_csv(rows, recognizer.labels))
             if video is not None:
@@ -385,6 +400,6 @@ def process_video(source: str | Path | int, recognizer: Recognizer, out_video: s
             if window is not None:
                 cv2.destroyAllWindows()
         return VideoResult(src.name, src.kind, recognizer.labels, src.fps, size[0], size[1], n,
-                           time.perf_counter() - start, tracker.summaries(), rows,
+                           time.perf_counter() - start, follow.tracker.summaries(), rows,
                            str(out_video) if out_video is not None else None,
                            str(out_csv) if out_csv is not None else None)
