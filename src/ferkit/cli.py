@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "paths")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the Parquet parts")
     p.add_argument("--model", default="default", help="a shipped model, run directory, .safetensors or .onnx file")
-    p.add_argument("--detector", default="auto", help="face detector (default: auto, BlazeFace if installed, else haar)")
+    p.add_argument("--detector", default="auto",
+                   help="face detector (default: auto, BlazeFace if installed, else haar)")
     p.add_argument("--backend", help="torch or onnxruntime (default: by file type)")
     p.add_argument("--tta", default="none", metavar="{none,flip,tencrop}", help="test-time augmentation")
     p.add_argument("--engine", default="local", choices=["local", "ray"],
@@ -215,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "Ctrl-C or SIGTERM stops it after the requests in flight.")
     p.add_argument("--model", default="default",
                    help="a shipped model (default, fer2013), a run directory, a .safetensors or .onnx file")
-    p.add_argument("--detector", default="auto", help="face detector (default: auto, BlazeFace if installed, else haar)")
+    p.add_argument("--detector", default="auto",
+                   help="face detector (default: auto, BlazeFace if installed, else haar)")
     p.add_argument("--backend", choices=["torch", "onnxruntime"], help="classifier runtime (default: by file type)")
     p.add_argument("--tta", default="none", metavar="{none,flip,tencrop}", help="test-time augmentation")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
@@ -245,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = bench.add_parser("serve", help="the HTTP API under load: photos/s and latency percentiles, one client "
                          "against many, with and without micro-batching")
     p.add_argument("--model", default="default", help="model to serve (default: default)")
-    p.add_argument("--detector", default="auto", help="face detector (default: auto, BlazeFace if installed, else haar)")
+    p.add_argument("--detector", default="auto",
+                   help="face detector (default: auto, BlazeFace if installed, else haar)")
     p.add_argument("--clients", type=int, default=16, help="concurrent clients (default: 16)")
     p.add_argument("--requests", type=int, default=200, help="requests per scenario (default: 200)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")

@@ -13,7 +13,8 @@ from ferkit.infer import list_detectors
 
 TTA_HINTS = {"none": "none (fastest)", "flip": "flip: face and mirror",
              "tencrop": "ten crops: corners, centre, mirrors"}
-DETECTOR_HINTS = {"auto": "auto (BlazeFace if installed, else Haar)", "haar": "haar (OpenCV)", "mtcnn": "mtcnn (turned faces)", "blazeface": "blazeface (fast)",
+DETECTOR_HINTS = {"auto": "auto (BlazeFace if installed, else Haar)", "haar": "haar (OpenCV)",
+                  "mtcnn": "mtcnn (turned faces)", "blazeface": "blazeface (fast)",
                   "blazeface_short": "blazeface_short (fastest, close-ups)",
                   "blazeface_dual": "blazeface_dual (near and far faces)"}
 
