@@ -342,7 +342,8 @@ def chunks(refs: Iterator[InputRef], done: set[str], size: int, skipped: list[in
 
 
 def predict_archive(inputs: Sequence[str | Path], out: str | Path, model: str = "default",
-                    detector: str = DEFAULT_DETECTOR, backend: str | None = None, tta: str = "none", engine: str = "local",
+                    detector: str = DEFAULT_DETECTOR, backend: str | None = None, tta: str = "none",
+                    engine: str = "local",
                     workers: int | None = None, ray_address: str | None = None, chunk: int = CHUNK,
                     detect_every: int = 3, progress: bool = False) -> BatchSummary:
     """Run the job; see the module docstring. ``engine``: local (threads on this machine) or ray."""
