@@ -28,6 +28,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
+from ferkit.data.formats import to_gray
 from ferkit.errors import FerkitError
 from ferkit.fileio import atomic_write, temp_beside
 from ferkit.infer.draw import annotate
@@ -145,7 +146,7 @@ class Tracker:
 
     def update(self, faces: list[Face], frame: Frame) -> list[Face]:
         """Faces of ``frame`` (raw probabilities) -> the same faces with track IDs and smoothed probabilities."""
-        gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY) if frame.image.ndim == 3 else frame.image
+        gray = to_gray(frame.image) if faces else None
         looks = [appearance(gray, f.box) for f in faces]
         matches: dict[int, _Track] = {}
         if faces and self.active:
