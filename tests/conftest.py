@@ -50,6 +50,15 @@ def fer_zip() -> Path:
 
 
 @pytest.fixture(scope="session")
+def decoded_fer_zip(fer_zip) -> Path:
+    """fer2013.zip with its faces in the test run's decode cache, so a command's output holds no decoding bar."""
+    from ferkit.data import load_dataset
+
+    load_dataset(fer_zip)
+    return fer_zip
+
+
+@pytest.fixture(scope="session")
 def ferplus_zip() -> Path:
     if not FERPLUS_ZIP.exists():
         pytest.fail(f"the real FER+ data is missing: expected {FERPLUS_ZIP}")

@@ -47,11 +47,11 @@ def wait_until_up(url: str, proc: subprocess.Popen, log: Path) -> None:
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    """The app as a user starts it, with a models folder holding a second real checkpoint to compare with."""
+    """The app as a user starts it, with a models folder holding a run (a copy of the fer2013 model)."""
     root = tmp_path_factory.mktemp("app")
     models = root / "models"
     (models / "run1").mkdir(parents=True)
-    shutil.copy(WEIGHTS["default"].path, models / "run1" / "best.safetensors")
+    shutil.copy(WEIGHTS["fer2013"].path, models / "run1" / "best.safetensors")
     port, log = free_port(), root / "server.log"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "ferkit.cli", "app", "--port", str(port),
@@ -163,6 +163,10 @@ def test_compare_runs_two_models_side_by_side(page, tmp_path):
     cards.nth(1).wait_for(timeout=RESULT_TIMEOUT_MS)
     assert cards.count() == 2  # one face, two models
     assert [e.strip() for e in page.locator(".fk-face .fk-emotion").all_inner_texts()] == ["happy", "happy"]
+    # Two different models answered: default (a bar for each of 8 emotions) and fer2013 (7, no contempt).
+    assert [cards.nth(i).locator(".fk-row").count() for i in (0, 1)] == [8, 7]
+    default, fer2013 = cards.all_inner_texts()
+    assert "contempt" in default and "contempt" not in fer2013
     page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
 
 
@@ -290,11 +294,13 @@ def test_models_folder_offers_checkpoints_and_onnx_files(tmp_path):
     from safetensors.torch import save_file
 
     from ferkit.app.models import SHIPPED_CHOICES, find_models, model_choices
+    from ferkit.export import cached_onnx
 
     (tmp_path / "runs" / "a").mkdir(parents=True)
     shutil.copy(WEIGHTS["default"].path, tmp_path / "runs" / "a" / "best.safetensors")
     save_file({"w": torch.zeros(2)}, str(tmp_path / "runs" / "imagenet.safetensors"))  # weights not from ferkit
-    (tmp_path / "export.onnx").write_bytes(b"onnx")
+    shutil.copy(cached_onnx("default"), tmp_path / "export.onnx")  # a real export of the default model
+    (tmp_path / "fake.onnx").write_bytes(b"onnx")  # the name of a model, not one
     (tmp_path / "notes.txt").write_text("hi")
     found = find_models(str(tmp_path))
     assert [c.label for c in found] == ["export.onnx", "runs/a/best.safetensors"]

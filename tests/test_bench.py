@@ -8,6 +8,7 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 from conftest import run_cli
 
 from ferkit.bench.detect import GROUP_FACES, GROUP_SIDES, bench_detect, group_photo, match_faces
@@ -32,8 +33,11 @@ def test_bench_infer_json(kaggle_folder):
     res = json.loads(r.stdout)
     names = [row["name"] for row in res["classification"]]
     assert names == ["PyTorch eager", "PyTorch compiled", "onnxruntime fp32", "onnxruntime int8"]
-    assert res["classification"][0]["ratio"] == 1.0
-    assert all(row["value"] > 0 and row["extra"]["faces_per_s_batch64"] > 0 for row in res["classification"])
+    # Each table's ratio is its first row's time over the row's own (lower is better: > 1 is faster).
+    for table in ("classification", "detection", "end_to_end"):
+        base = res[table][0]["value"]
+        assert all(row["ratio"] == pytest.approx(base / row["value"]) for row in res[table]), table
+    assert all(math.isfinite(row["extra"]["faces_per_s_batch64"]) for row in res["classification"])
     assert res["detection"][0]["name"] == "haar" and "1 face(s) found" in res["detection"][0]["settings"]
     e2e = res["end_to_end"]
     pipelines = ["ferkit PyTorch eager", "ferkit onnxruntime fp32", "ferkit onnxruntime int8"]
@@ -61,8 +65,8 @@ def test_bench_detect_on_real_faces(fer_zip):
     for r in rows:
         assert r.faces == 40 and 0.3 < r.found <= 1
         assert 0.7 < r.side < 1.2 and abs(r.below) < 0.1  # the box sits on the face
-        assert 0 <= r.accuracy_detector_crops <= 1 and r.ms_per_image > 0
-        assert r.group_faces == 3 * GROUP_FACES and 0 <= r.group_correct <= r.group_found <= 1
+        assert r.accuracy_detector_crops > 0.4  # the default model on what the detector framed: far above chance
+        assert r.group_faces == 3 * GROUP_FACES and r.group_correct <= r.group_found
     assert rows[0].group_found > 0.4  # Haar finds most faces of a group photo
 
 

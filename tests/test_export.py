@@ -1,19 +1,24 @@
-"""ONNX export of the shipped default model: parity with PyTorch, int8, self-description, errors."""
+"""ONNX export of the shipped default model (parity with PyTorch, int8, self-description, errors), and the
+checkpoint round trip and ONNX export of every registered model."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import run_cli, write_kaggle_folder
 
+from ferkit.errors import FerkitError
 from ferkit.evaluate import evaluate
 from ferkit.evaluate.predict import load_members, predict_proba
 from ferkit.export import ExportResult, export_onnx, read_onnx_meta
-from ferkit.export.onnx import PARITY_ATOL
-from ferkit.models.checkpoint import read_meta
+from ferkit.export.onnx import PARITY_ATOL, load_onnx
+from ferkit.models import create_model, get_spec, list_models
+from ferkit.models.checkpoint import load_checkpoint, read_meta, save_checkpoint
 
 @pytest.fixture(scope="module")
 def faces_dir(fer_zip, tmp_path_factory) -> Path:
@@ -78,3 +83,111 @@ def test_export_cli_and_bad_inputs(exported, tmp_path):
     r = run_cli("evaluate", str(broken), "--data", str(exported["fp32"].parent))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not a readable ONNX model" in r.stderr
 
+
+
+# ---- every registered model ------------------------------------------------------------------------------------
+
+LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+
+
+def saved(name: str, folder: Path) -> tuple[torch.nn.Module, Path]:
+    """A freshly built ``name`` (timm backbones at 32px, as in test_models) written as a ferkit checkpoint."""
+    kwargs = {"image_size": 32} if get_spec(name).family == "timm" else {}
+    torch.manual_seed(0)
+    model = create_model(name, **kwargs).eval()
+    meta = {"architecture": name, "kwargs": kwargs, "labels": LABELS,
+            "input": {"face_size": 48, "crop": None, "size": model.input_size, "channels": 1, "range": [0, 1]}}
+    return model, save_checkpoint(folder / f"{name.replace(':', '_')}.safetensors", model, meta)
+
+
+@pytest.mark.parametrize("name", [s.name for s in list_models()])
+def test_checkpoint_round_trip_of_every_registered_model(name, tmp_path):
+    model, path = saved(name, tmp_path)
+    loaded, meta = load_checkpoint(path)
+    assert meta["architecture"] == name and meta["labels"] == LABELS
+    assert type(loaded) is type(model) and loaded.state_dict().keys() == model.state_dict().keys()
+    x = torch.rand(3, 1, model.input_size, model.input_size)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+# One model of each family of layers: fernet (plain conv / pool / linear, as vgg_fer and vgg16) is exported in the
+# tests above; timm:vit_tiny has the layers of vit_base_patch16_224 and clip_vit_b32 at a fraction of their size.
+ONNX_FAMILIES = ["mini_xception", "s0_cnn", "cbam_5cnn", "resnet18", "densenet121", "efficientnet_b3",
+                 "timm:vit_tiny_patch16_224"]
+
+
+@pytest.mark.parametrize("name", ONNX_FAMILIES)
+def test_onnx_export_of_every_family_matches_pytorch(name, tmp_path):
+    model, path = saved(name, tmp_path)
+    result = export_onnx(path, tmp_path / "model.onnx")  # raises when the probabilities differ from PyTorch's
+    assert result.max_prob_diff <= PARITY_ATOL and result.top1_agreement == 1.0
+    onnx_model, meta = load_onnx(result.path)
+    x = torch.rand(5, 1, model.input_size, model.input_size)  # another batch size than the export's
+    with torch.no_grad():
+        expected = model(x).softmax(1).numpy()
+    assert np.abs(onnx_model(x).softmax(1).numpy() - expected).max() < PARITY_ATOL
+    assert meta["architecture"] == name
+
+
+# ---- Hugging Face Hub layout -----------------------------------------------------------------------------------
+
+
+def test_hub_folder_loads_like_the_model_it_came_from(tmp_path, capsys):
+    from conftest import run_main
+
+    from ferkit.infer import SAMPLE_PHOTO, Recognizer
+
+    code, out, err = run_main(capsys, "export", "default", "--hub", tmp_path / "hub")
+    assert code == 0, err
+    files = {f.name for f in (tmp_path / "hub").iterdir()}
+    assert {"model.safetensors", "README.md", "default_confusion.png", "default_metrics.csv"} <= files
+    card = (tmp_path / "hub" / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: ferkit\n") and "# ferkit `default` model" in card
+    assert read_meta(tmp_path / "hub") == read_meta("default")
+    face = cv2.imread(str(SAMPLE_PHOTO))[30:210, 140:310]  # the sample astronaut's head
+    shipped = Recognizer.load("default", detector="haar").predict_faces([face])[0].emotions
+    assert Recognizer.load(tmp_path / "hub", detector="haar").predict_faces([face])[0].emotions == shipped
+    # Nothing is written over an existing folder's contents, and ONNX options do not apply.
+    code, _, err = run_main(capsys, "export", "default", "--hub", tmp_path / "hub")
+    assert code == 2 and err.count("\n") == 1 and "not an empty folder" in err
+    code, _, err = run_main(capsys, "export", "default", "--hub", tmp_path / "h2", "--int8")
+    assert code == 2 and "ONNX options" in err and not (tmp_path / "h2").exists()
+
+
+def test_a_run_gets_a_card_written_from_its_description(tmp_path):
+    from ferkit.export import export_hub
+
+    model, path = saved("fernet", tmp_path)
+    out = export_hub(path, tmp_path / "hub")
+    card = (out / "README.md").read_text()
+    assert "`fernet`" in card and "angry, disgust, fear, happy, sad, surprise, neutral" in card
+    assert 'Recognizer.load(model="hf-hub:OWNER/NAME")' in card
+    loaded, _ = load_checkpoint(out)
+    x = torch.rand(2, 1, 48, 48)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_hub_id_loads_offline_from_the_cache(tmp_path, monkeypatch):
+    """``hf-hub:owner/name`` through huggingface_hub, offline, from a cache laid out as the Hub client writes it."""
+    import huggingface_hub.constants
+
+    from ferkit.models.checkpoint import resolve_checkpoint
+
+    revision = "0" * 40
+    snapshot = tmp_path / "hub" / "models--someone--fer-model" / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text(revision)
+    _, path = saved("mini_xception", tmp_path)
+    (snapshot / "model.safetensors").write_bytes(path.read_bytes())
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert resolve_checkpoint("hf-hub:someone/fer-model") == snapshot / "model.safetensors"
+    model, meta = load_checkpoint("hf-hub:someone/fer-model")
+    assert meta["architecture"] == "mini_xception"
+    with pytest.raises(FerkitError, match="hf-hub:someone/other: cannot get model.safetensors"):
+        load_checkpoint("hf-hub:someone/other")
+    with pytest.raises(FerkitError, match="a Hub model is hf-hub:owner/name"):
+        load_checkpoint("hf-hub:no-owner")

@@ -91,15 +91,22 @@ def test_ddp_two_cpu_processes(fer_zip, tmp_path):
     r = subprocess.run(
         [BIN / "torchrun", "--standalone", "--nproc_per_node=2", "-m", "ferkit.cli", "train",
          ROOT / "configs" / "fer2013.yaml", "--out", run, f"--data={fer_zip}", "--data.limit_per_class=40",
-         "--model.kwargs={width: 8}", "--train.epochs=1", "--train.compile=false", "--train.batch_size=32"],
+         "--model.kwargs={width: 8}", "--train.epochs=1", "--train.compile=false", "--train.batch_size=32",
+         "--train.precision=fp32"],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
     )
     assert r.returncode == 0, r.stderr[-2000:]
     (row,) = rows(run)
-    # Each process trains on half of the 280 images: 4 batches of 32 each, 256 images in all.
     meta = read_meta(run / "best.safetensors")
-    assert meta["dataset"]["train"] == 280
-    assert 0 <= float(row["val_accuracy"]) <= 1 and r.stdout.count("epoch   1") == 1
+    assert meta["dataset"]["train"] == 280 and r.stdout.count("epoch   1") == 1
+    # Each rank scores half of the validation faces; their sums make the score one process gets on all of them.
+    from ferkit.train.trainer import Trainer
+
+    single = Trainer(load_config(run / "config.yaml"), tmp_path / "single")
+    single.model.load_state_dict(load_file(run / "best.safetensors"))
+    whole = single.validate()
+    assert float(row["val_accuracy"]) == pytest.approx(whole["val_accuracy"], abs=1e-9)
+    assert float(row["val_loss"]) == pytest.approx(whole["val_loss"], rel=1e-5)
 
 
 @pytest.mark.parametrize("sampler", ["random", "weighted"])
@@ -191,10 +198,11 @@ def test_made_validation_split_is_recorded(fer_zip, tmp_path):
     (["--data.limit_per_class", "0"], "data.limit_per_class is 0; it must be at least 1"),
     (["--optim.lr", "[1"], "override optim.lr: '[1' is not a valid value"),
     (["--model.name", "!!python/object:os.system x"], "could not determine a constructor"),
+    (["--train.compile", "maybe"], "train.compile is 'maybe'; use true, false or auto"),
     (["--data.classes", "[happy]"], "the class settings leave 1 class (happy); a classifier needs at least two"),
 ])
-def test_bad_config_one_line_exit_2(fer_zip, tmp_path, args, message):
-    r = run_cli("train", ROOT / "configs" / "fer2013.yaml", f"--data={fer_zip}", "--out", tmp_path / "run",
+def test_bad_config_one_line_exit_2(decoded_fer_zip, tmp_path, args, message):
+    r = run_cli("train", ROOT / "configs" / "fer2013.yaml", f"--data={decoded_fer_zip}", "--out", tmp_path / "run",
                 "--data.limit_per_class=5", *args)
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and message in r.stderr
@@ -221,3 +229,157 @@ def test_resume_of_a_finished_run_keeps_its_best(fer_zip, tmp_path):
     again = resume(tmp_path / "run")  # nothing left to train; the callbacks' state comes back without a printer
     assert again["epochs"] == 2 and again["best_epoch"] == first["best_epoch"]
     assert again["best"] == first["best"]
+
+
+# ---- training features, each by its observable effect ----------------------------------------------------------
+
+# Up to 600 training faces per class: FER-2013 has only 436 disgust faces, so the classes are unequal.
+UNEQUAL = 600
+
+
+def labels_seen(trainer) -> torch.Tensor:
+    """Wrap the trainer's augmentation to record the (hard) labels of every batch it trains on."""
+    seen = []
+    augment = trainer.augment
+    trainer.augment = lambda x, y, gen: (seen.append(y.clone()), augment(x, y, gen))[1]
+    return seen
+
+
+def test_balanced_class_weights_reach_the_loss(fer_zip, tmp_path, monkeypatch):
+    from ferkit.train import trainer as trainer_module
+
+    weights = []
+    loss = trainer_module.soft_cross_entropy
+    monkeypatch.setattr(trainer_module, "soft_cross_entropy",
+                        lambda logits, target, w=None, *a: weights.append(w) or loss(logits, target, w, *a))
+    for setting in ("none", "balanced"):
+        weights.clear()
+        tr = trainer_module.Trainer(small(fer_zip, f"train.class_weights={setting}", "train.epochs=1",
+                                          "train.max_batches=2", per_class=UNEQUAL), tmp_path / setting)
+        tr.fit()
+        assert len(weights) == 2
+        if setting == "none":
+            assert all(w is None for w in weights)
+            continue
+        counts = torch.bincount(torch.as_tensor(tr.data.train.labels), minlength=7).double()
+        assert counts[1] < 440 and counts[0] == UNEQUAL  # disgust: FER-2013's 436 less its flagged files
+        expected = counts.sum() / (7 * counts)  # scikit-learn's "balanced": n / (k * count)
+        assert all(torch.allclose(w.double(), expected) for w in weights)
+        assert expected[1] > 1.3 and expected[0] < 0.97  # disgust, the rare class, counts more
+
+
+def test_weighted_sampler_draws_classes_equally(fer_zip, tmp_path):
+    from ferkit.train.trainer import Trainer
+
+    share, counts = {}, None
+    for sampler in ("random", "weighted"):
+        tr = Trainer(small(fer_zip, f"train.sampler={sampler}", "train.epochs=1", per_class=UNEQUAL),
+                     tmp_path / sampler)
+        seen = labels_seen(tr)
+        tr.fit()
+        counts = torch.bincount(torch.as_tensor(tr.data.train.labels), minlength=7).double()
+        drawn = torch.cat(seen).argmax(1) if torch.cat(seen).ndim == 2 else torch.cat(seen)
+        share[sampler] = torch.bincount(drawn, minlength=7).double() / len(drawn)
+    # A random permutation shows each face once: disgust keeps its share of about 436 / 4,036. Balanced draws
+    # give each class about a seventh.
+    assert counts[1] < 440 and abs(share["random"][1] - counts[1] / counts.sum()) < 0.005
+    assert (share["weighted"] - 1 / 7).abs().max() < 0.025
+
+
+@pytest.mark.parametrize("restore", [True, False])
+def test_early_stopping_stops_at_patience_and_restores_the_best(fer_zip, tmp_path, restore):
+    from ferkit.train.trainer import Trainer
+
+    # Adam at a high rate on 280 faces: the validation loss soon stops improving.
+    tr = Trainer(small(fer_zip, "train.epochs=40", "train.early_stopping=2", "train.monitor=val_loss",
+                       "optim.lr=0.01", f"train.restore_best={str(restore).lower()}"), tmp_path / "run")
+    summary = tr.fit()
+    losses = [float(r["val_loss"]) for r in rows(tmp_path / "run")]
+    best_epoch = 1 + min(range(len(losses)), key=losses.__getitem__)
+    assert len(losses) < 40, "never stopped early"
+    assert len(losses) == best_epoch + 2  # two epochs without improvement, then stop
+    assert summary["best_epoch"] == best_epoch and summary["epochs"] == len(losses)
+    expected = load_file(tmp_path / "run" / ("best.safetensors" if restore else "last.safetensors"))
+    other = load_file(tmp_path / "run" / ("last.safetensors" if restore else "best.safetensors"))
+    state = tr.model.state_dict()
+    assert all(torch.equal(state[k], expected[k]) for k in expected)
+    assert any(not torch.equal(state[k], other[k]) for k in other)
+
+
+@pytest.mark.parametrize("schedule, epochs, expected", [
+    # StepLR: halve every 2 epochs.
+    ("{name: step, step_size: 2, factor: 0.5}", 5, [0.1, 0.1, 0.05, 0.05, 0.025]),
+    # ReduceLROnPlateau: nothing improves by 1.0, so the rate halves after every 1 + patience epochs.
+    ("{name: plateau, patience: 1, factor: 0.5, min_delta: 1.0}", 6, [0.1, 0.1, 0.1, 0.05, 0.05, 0.025]),
+    # Per batch (2 batches per epoch): one epoch of linear warm-up, then half a cosine from 0.1 down to 0.001.
+    ("{name: cosine, warmup_epochs: 1, min_lr: 0.001}", 4,
+     [0.05, 0.1, 0.001 + 0.099 * 0.75, 0.001 + 0.099 * 0.25]),
+])
+def test_schedules_set_the_learning_rate_of_each_epoch(fer_zip, tmp_path, schedule, epochs, expected):
+    train(small(fer_zip, "optim={name: sgd, lr: 0.1}", f"schedule={schedule}", f"train.epochs={epochs}",
+                "train.max_batches=2"), tmp_path / "run")
+    lrs = [float(r["lr"]) for r in rows(tmp_path / "run")]
+    assert lrs == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_registered_schedule_is_used_by_name(fer_zip, tmp_path):
+    from ferkit.train.optim import SCHEDULES, register_schedule
+
+    @register_schedule("drop_after_one")
+    def drop(optimizer, cfg, epochs, steps_per_epoch, mode):
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, [1], gamma=0.1)
+
+    try:
+        train(small(fer_zip, "optim={name: sgd, lr: 0.1}", "schedule.name=drop_after_one", "train.epochs=3",
+                    "train.max_batches=1"), tmp_path / "run")
+    finally:
+        del SCHEDULES["drop_after_one"]
+    assert [float(r["lr"]) for r in rows(tmp_path / "run")] == pytest.approx([0.1, 0.01, 0.01])
+
+
+def test_bf16_training_runs_in_bf16_and_learns_like_fp32(fer_zip, tmp_path):
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        summary = train(small(fer_zip, f"train.precision={precision}", "train.epochs=2", "train.max_batches=4"),
+                        tmp_path / precision)
+        losses[precision] = summary["best"]["train_loss"]
+    # The same batches and initial weights: autocast changes the arithmetic, not the learning.
+    assert losses["bf16"] != losses["fp32"]
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
+
+
+def test_compiled_training_matches_eager(fer_zip, tmp_path):
+    from ferkit.train.trainer import Trainer
+
+    losses = {}
+    for compiled in (False, True):
+        # No dropout: compiled code draws its masks from another random stream than eager PyTorch.
+        tr = Trainer(small(fer_zip, f"train.compile={str(compiled).lower()}", "train.epochs=1",
+                           "train.max_batches=3", "model.kwargs={width: 8, dropout: 0}"), tmp_path / str(compiled))
+        losses[compiled] = tr.fit()["best"]
+        assert isinstance(tr.forward_model, torch._dynamo.eval_frame.OptimizedModule) == compiled
+    assert losses[True]["train_loss"] == pytest.approx(losses[False]["train_loss"], rel=1e-4)
+    assert losses[True]["val_loss"] == pytest.approx(losses[False]["val_loss"], rel=1e-4)
+
+
+def test_seed_recipe_at_its_own_size_from_a_local_weights_file(fer_zip, tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    imagenet = timm.create_model("resnet18", num_classes=1000).state_dict()
+    save_file({k: v.contiguous() for k, v in imagenet.items()}, tmp_path / "r18.safetensors")
+    r = run_cli("train", ROOT / "configs" / "seeds" / "s1_resnet18.yaml", f"--data={fer_zip}", "--out",
+                tmp_path / "run", "--data.limit_per_class=8", "--train.batch_size=8", "--train.max_batches=1",
+                f"--model.pretrained_file={tmp_path / 'r18.safetensors'}",
+                "--train.stages=[{epochs: 1, trainable: head}]")
+    assert r.returncode == 0, r.stderr
+    meta = read_meta(tmp_path / "run")
+    assert meta["architecture"] == "resnet18" and meta["input"]["size"] == 48  # a gray 48px face ...
+    weights = load_file(tmp_path / "run" / "last.safetensors")
+    body = {k.removeprefix("backbone."): v for k, v in weights.items() if k.startswith("backbone.")}
+    # ... resized inside the model to the backbone's own 224px; the frozen body is the file's weights, unchanged.
+    model, _ = load_checkpoint(tmp_path / "run")
+    assert model.adapter.image_size == 224
+    assert set(body) == set(imagenet) - {"fc.weight", "fc.bias"}
+    assert all(torch.equal(v, imagenet[k]) for k, v in body.items() if not k.endswith("num_batches_tracked"))

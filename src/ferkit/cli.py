@@ -159,12 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test-time augmentation for every model (default: each checkpoint's own)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("export", help="export a checkpoint to ONNX (fp32 or int8) for onnxruntime",
+    p = sub.add_parser("export", help="export a model to ONNX (fp32 or int8) or to a Hugging Face Hub folder",
                        description="Export a checkpoint to one self-describing .onnx file and check its outputs "
-                       "against PyTorch. --int8 quantizes weights and activations, calibrated on real faces.")
+                       "against PyTorch (--int8 quantizes weights and activations, calibrated on real faces), or "
+                       "write it as a folder in Hugging Face Hub layout: model.safetensors and its model card "
+                       "(--hub), which loads by its path or, uploaded, as hf-hub:owner/name.")
     p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN",
                    help="a shipped model (default, fer2013), a run directory or a checkpoint")
-    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="where to write the ONNX model")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--onnx", metavar="OUT.onnx", help="where to write the ONNX model")
+    target.add_argument("--hub", metavar="DIR", help="a new folder for the model in Hugging Face Hub layout")
     p.add_argument("--int8", action="store_true", help="static int8 quantization (about 4x smaller)")
     p.add_argument("--calibration", metavar="PATH", help="faces to calibrate int8 on and to check the export "
                    "with (a dataset; default: the checkpoint's training set when it is on this machine)")
@@ -758,8 +762,18 @@ def cmd_bench_robustness(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ferkit.export import export_onnx
+    from ferkit.export import export_hub, export_onnx
 
+    if args.hub:
+        if args.int8 or args.calibration:
+            raise FerkitError("--int8 and --calibration are ONNX options; a Hub folder holds the checkpoint as it is")
+        out = export_hub(args.checkpoint, args.hub)
+        if args.json:
+            print(json.dumps({"path": str(out), "files": sorted(f.name for f in out.iterdir())}, indent=2))
+        else:
+            print(f"wrote {out}: {', '.join(sorted(f.name for f in out.iterdir()))}; upload it with "
+                  f"`huggingface-cli upload OWNER/NAME {out}`, load it as hf-hub:OWNER/NAME or by its path")
+        return 0
     r = export_onnx(args.checkpoint, args.onnx, int8=args.int8, calibration=args.calibration)
     if args.json:
         print(json.dumps(r.to_dict(), indent=2))

@@ -115,7 +115,7 @@ class TrainConfig:
     sampler: str = "random"  # random | weighted (class-balanced sampling)
     label_smoothing: float = 0.0
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: bf16 on CPU and recent GPUs)
-    compile: bool = False
+    compile: bool | str = "auto"  # auto (torch.compile on CUDA GPUs only) | true | false
     channels_last: bool = True
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     monitor: str = "val_accuracy"  # val_accuracy | val_loss | val_macro_f1
@@ -278,6 +278,8 @@ def check_config(cfg: RunConfig) -> RunConfig:
     _check("train.early_stopping", t.early_stopping, 0)  # 0 or None: off
     _check("train.max_batches", t.max_batches, 1)
     _check("train.distill", t.distill, 0, 1, low_open=True)
+    if isinstance(t.compile, str) and t.compile != "auto":
+        raise ConfigError(f"train.compile is {t.compile!r}; use true, false or auto")
     for i, stage in enumerate(t.stages):
         _check(f"train.stages[{i}].epochs", stage.epochs, 1, 100_000)
         _check(f"train.stages[{i}].lr", stage.lr, 0, 10, low_open=True)

@@ -68,10 +68,11 @@ class Recognizer:
     @classmethod
     def load(cls, model: str | Path = "default", detector: str = DEFAULT_DETECTOR, backend: str | None = None,
              tta: str = "none", classes: Sequence[str] | None = None, **detector_opts: Any) -> Recognizer:
-        """``model``: a shipped model's name ('default', 'fer2013'), a run directory, a .safetensors checkpoint or a
-        .onnx export; ``detector``: a name from ``list_detectors()``, built with ``detector_opts``; ``backend``:
-        torch or onnxruntime (None: onnxruntime for .onnx files, else torch); ``tta``: none, flip or tencrop;
-        ``classes``: answer only these emotions (probabilities renormalised over them; None: all the model's)."""
+        """``model``: a shipped model's name ('default', 'fer2013'), a run directory, a .safetensors checkpoint, a
+        .onnx export, or a model in Hugging Face Hub layout (its folder, or ``hf-hub:owner/name``); ``detector``: a
+        name from ``list_detectors()``, built with ``detector_opts``; ``backend``: torch or onnxruntime (None:
+        onnxruntime for .onnx files, else torch); ``tta``: none, flip or tencrop; ``classes``: answer only these
+        emotions (probabilities renormalised over them; None: all the model's)."""
         det = get_detector(detector, **detector_opts)  # the cheap, likely-to-be-mistyped part first
         return cls(load_classifier(model, backend, tta, classes), det)
 

@@ -51,19 +51,24 @@ def is_onnx(path: str | Path) -> bool:
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """The file a model name stands for: a shipped model's name (write ``./default`` for a folder of that name), a
-    run directory (its best checkpoint), a .json (its .safetensors twin), or a checkpoint or .onnx file itself."""
+    Hub repository (``hf-hub:owner/name``), a run directory (its best checkpoint), a folder in Hub layout (its
+    model.safetensors), a .json (its .safetensors twin), or a checkpoint or .onnx file itself."""
+    from ferkit.models.hub import HUB_WEIGHTS, hub_weights, is_hub_id
     from ferkit.models.weights import WEIGHTS, names
 
     if str(path) in WEIGHTS:
         return WEIGHTS[str(path)].path
+    if is_hub_id(str(path)):
+        return hub_weights(str(path))
     path = Path(path).expanduser()
     if path.is_dir():
-        path = path / f"{BEST}.safetensors"
+        path = next((path / f for f in (f"{BEST}.safetensors", HUB_WEIGHTS) if (path / f).is_file()),
+                    path / f"{BEST}.safetensors")
     elif path.suffix == ".json":
         path = path.with_suffix(".safetensors")
     if not path.is_file():
         raise FerkitError(f"{path}: no such model; give a shipped model ({names()}), a run directory, a "
-                          ".safetensors checkpoint or an .onnx export")
+                          ".safetensors checkpoint, an .onnx export or a Hub model (hf-hub:owner/name)")
     return path
 
 

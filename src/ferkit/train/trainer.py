@@ -25,7 +25,7 @@ from ferkit.models.checkpoint import BEST, CONFIG_FILE, save_checkpoint
 from ferkit.train.checkpoint import RESUME, load_state, save_state
 from ferkit.train.data import RunData, prepare_data
 from ferkit.train.losses import balanced_class_weights, sample_weights, soft_cross_entropy
-from ferkit.train.optim import PER_BATCH, build_optimizer, build_schedule, schedule_state
+from ferkit.train.optim import build_optimizer, build_schedule, optimizer, schedule, schedule_state
 
 log = logging.getLogger(__name__)
 EVAL_BATCH = 256
@@ -77,6 +77,13 @@ class Trainer:
         self.mode = monitor_mode(cfg.train.monitor)
         self.stages = stages_of(cfg)
         self.stop_stage = False
+
+        # Names first: a mistyped one is reported before minutes of decoding.
+        from ferkit.models import get_spec
+
+        get_spec(cfg.model.name)
+        optimizer(cfg.optim.name)
+        schedule(cfg.schedule.name)
 
         torch.manual_seed(cfg.train.seed)
         self.data: RunData = prepare_data(cfg.data, cfg.train.seed, self.run_dir if self.ctx.is_main else None,
@@ -181,9 +188,17 @@ class Trainer:
         model = self.model
         if self.ctx.world_size > 1:
             model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
-        if self.cfg.train.compile:
+        if self.compiles:
+            self.log.info("compiling the model with torch.compile (the first batches are slow)")
             model = torch.compile(model)
         return model
+
+    @property
+    def compiles(self) -> bool:
+        """train.compile, with auto meaning on CUDA GPUs only: on CPUs compiling fernet-sized models stalls the
+        first epoch for minutes and did not train faster (README, Training speed)."""
+        setting = self.cfg.train.compile
+        return setting is True or (setting == "auto" and self.device.type == "cuda")
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -288,7 +303,7 @@ class Trainer:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            if self.scheduler is not None and self.cfg.schedule.name in PER_BATCH:
+            if self.scheduler is not None and schedule(self.cfg.schedule.name).per_batch:
                 self.scheduler.step()
             total_loss += loss.detach() * len(idx)
             correct += (logits.argmax(1) == y.argmax(1)).sum()
@@ -353,7 +368,7 @@ class Trainer:
                 self.elapsed += metrics["epoch_time_s"]
                 if self.scheduler is not None and self.cfg.schedule.name == "plateau":
                     self.scheduler.step(metrics[self.cfg.train.monitor])
-                elif self.scheduler is not None and self.cfg.schedule.name not in PER_BATCH:
+                elif self.scheduler is not None and not schedule(self.cfg.schedule.name).per_batch:
                     self.scheduler.step()
                 self.epoch += 1
                 self.stage_epoch += 1
