@@ -1,0 +1,107 @@
+"""``ferkit data inspect`` and ``ferkit data clean``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ferkit.cli.common import add_cache_arg
+from ferkit.errors import FerkitError
+
+
+def add_parsers(sub) -> None:
+    data = sub.add_parser("data", help="inspect and clean datasets").add_subparsers(
+        dest="data_command", required=True, metavar="ACTION"
+    )
+    p = data.add_parser("inspect", help="format, splits, class counts, image sizes and cleaning findings")
+    p.add_argument("path", help="dataset: folder, .zip (Kaggle FER-2013, FER+, class folders) or fer2013.csv")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw class distribution and sample faces")
+    add_cache_arg(p)
+    p.set_defaults(func=cmd_data_inspect)
+
+    p = data.add_parser("clean", help="flag corrupt, blank, duplicate and leaked images (the source is not changed)")
+    p.add_argument("path", help="dataset: folder, .zip or fer2013.csv")
+    p.add_argument("--out", metavar="DIR", help="where to write clean_report.json and flagged.csv "
+                   "(default: ./<dataset name>-clean)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_cache_arg(p)
+    p.set_defaults(func=cmd_data_clean)
+
+
+def cmd_data_inspect(args: argparse.Namespace) -> int:
+    from ferkit.data import scan_dataset
+    from ferkit.data.inspect import describe, plot_dataset
+
+    if args.plot and Path(args.plot).suffix.lower() != ".png":
+        raise FerkitError(f"--plot {args.plot}: the plot is written as PNG; give a file name ending in .png")
+    scan = scan_dataset(args.path, cache_dir=args.cache_dir, progress=not args.json)
+    summary = describe(scan)
+    if args.plot:
+        plot_dataset(scan, args.plot)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print_summary(summary)
+        if args.plot:
+            print(f"plot written to {args.plot}")
+    return 0
+
+
+def cmd_data_clean(args: argparse.Namespace) -> int:
+    from ferkit.data import find_issues, scan_dataset, write_report
+    from ferkit.data.scan import ordered_splits
+
+    scan = scan_dataset(args.path, cache_dir=args.cache_dir, progress=not args.json)
+    out = Path(args.out) if args.out else Path(f"{Path(args.path).stem}-clean")
+    findings = find_issues(scan)
+    json_path, csv_path = write_report(scan, findings, out)
+    if args.json:
+        print(json_path.read_text(), end="")
+        return 0
+    report = json.loads(json_path.read_text())
+    from rich.console import Console
+    from rich.table import Table
+
+    splits = ordered_splits(scan.split.tolist())
+    table = Table(title=f"cleaning findings: {scan.location}")
+    table.add_column("reason")
+    for s in splits:
+        table.add_column(s, justify="right")
+    for reason, counts in report["findings"].items():
+        table.add_row(reason, *[str(counts.get(s, 0)) for s in splits])
+    console = Console()
+    console.print(table)
+    console.print(f"{report['num_flagged_files']} of {report['num_images']} files flagged; "
+                  f"report: {json_path}, list: {csv_path}")
+    console.print(f"train without them: ferkit train RECIPE --data.exclude {csv_path}", highlight=False)
+    return 0
+
+
+def print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    splits = summary["splits"]
+    origin = summary["split_origin"]
+    table = Table(title=f"{Path(summary['location']).name} ({summary['format']})")
+    table.add_column("class")
+    for s in splits:
+        table.add_column(s if origin.get(s, s) == s else f"{s} ({origin[s]})", justify="right")
+    for c in summary["classes"]:
+        table.add_row(c, *[f"{splits[s][c]:,}" for s in splits])
+    if any(summary["unlabelled"].values()):
+        table.add_row("[dim](no usable label)[/dim]", *[f"{summary['unlabelled'][s]:,}" for s in splits])
+    table.add_row("[bold]total[/bold]", *[f"[bold]{sum(splits[s].values()):,}[/bold]" for s in splits])
+    console.print(table)
+    size = summary["image_size"]
+    sizes = ", ".join(f"{s} ({n:,})" for s, n in size["most_common"])
+    console.print(f"image sizes: min {size['min']}, max {size['max']}, most common {sizes}; "
+                  f"channels {size['channels']}; stored at {size['stored_at']}x{size['stored_at']}")
+    found = {r: sum(c.values()) for r, c in summary["issues"].items() if c}
+    text = ", ".join(f"{r} {n:,}" for r, n in found.items()) or "none"
+    console.print(f"cleaning findings: {text} ({summary['num_flagged_files']:,} files; "
+                  "`ferkit data clean` lists them)", highlight=False)
+
