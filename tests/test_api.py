@@ -38,3 +38,28 @@ def test_import_is_light_and_names_resolve():
     assert r.stdout.split() == ["False", "Recognizer", "load_dataset", "angry"]
     r = subprocess.run([sys.executable, "-c", "import ferkit; ferkit.nope"], capture_output=True, text=True)
     assert "module 'ferkit' has no attribute 'nope'" in r.stderr
+
+
+def test_api_errors_are_also_the_builtin_a_caller_expects():
+    import numpy as np
+    import pytest
+
+    import ferkit
+    from ferkit.config import load_config
+    from ferkit.infer import get_detector
+    from ferkit.infer.source import check_image
+
+    with pytest.raises(LookupError, match="unknown model 'resnet9000'"):
+        ferkit.create_model("resnet9000")
+    with pytest.raises(LookupError, match="unknown face detector 'dlib'"):
+        get_detector("dlib")
+    with pytest.raises(ValueError, match="shape .* has no pixels"):
+        check_image(np.zeros((0, 5, 3), np.uint8))
+    with pytest.raises(ValueError, match="holds NaN"):
+        check_image(np.full((4, 4), np.nan))
+    with pytest.raises(TypeError, match="expected a numpy array"):
+        check_image([[0, 1], [2, 3]])
+    with pytest.raises(ValueError, match="train.epochs"):
+        load_config(None, ["train.epochs=0"])
+    with pytest.raises(ferkit.FerkitError):  # and each is still a FerkitError, which the CLI prints in one line
+        ferkit.create_model("resnet9000")

@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from ferkit.errors import FerkitError
+from ferkit.errors import InputError
 
 
-class ConfigError(FerkitError):
+class ConfigError(InputError):
     """A recipe or override that does not fit the config schema."""
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ferkit.errors import FerkitError
+from ferkit.errors import FerkitError, UnknownNameError
 from ferkit.fileio import atomic_write
 
 
@@ -83,7 +83,7 @@ def check_perturbations(names: Sequence[str] | None) -> list[str]:
         return list(PERTURBATIONS)
     unknown = [n for n in names if n not in PERTURBATIONS]
     if unknown:
-        raise FerkitError(f"unknown perturbation {unknown[0]!r}; choose from: {', '.join(PERTURBATIONS)}")
+        raise UnknownNameError(f"unknown perturbation {unknown[0]!r}; choose from: {', '.join(PERTURBATIONS)}")
     return ["clean", *(n for n in names if n != "clean")]
 
 

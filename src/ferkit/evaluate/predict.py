@@ -24,7 +24,7 @@ from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
 from ferkit.data.scan import resize_face
-from ferkit.errors import FerkitError
+from ferkit.errors import FerkitError, UnknownNameError
 from ferkit.evaluate.labels import ensemble_orders
 
 TTA = ("none", "flip", "tencrop")
@@ -35,7 +35,7 @@ Member = tuple[torch.nn.Module, dict[str, Any]]
 
 def check_tta(tta: str) -> str:
     if tta not in TTA:
-        raise FerkitError(f"unknown TTA {tta!r}; choose one of: {', '.join(TTA)}")
+        raise UnknownNameError(f"unknown TTA {tta!r}; choose one of: {', '.join(TTA)}")
     return tta
 
 

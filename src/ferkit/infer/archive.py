@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ferkit.data.formats import IMAGE_EXTENSIONS
-from ferkit.errors import DataError, FerkitError
+from ferkit.errors import DataError, FerkitError, UnknownNameError
 from ferkit.fileio import atomic_write, check_out_dir
 from ferkit.infer.detect import DEFAULT_DETECTOR
 from ferkit.infer.source import VIDEO_EXTENSIONS, decode_image
@@ -350,7 +350,7 @@ def predict_archive(inputs: Sequence[str | Path], out: str | Path, model: str = 
     from tqdm import tqdm
 
     if engine not in ("local", "ray"):
-        raise FerkitError(f"unknown engine {engine!r}; choose local or ray")
+        raise UnknownNameError(f"unknown engine {engine!r}; choose local or ray")
     if chunk < 1:
         raise FerkitError(f"chunk {chunk}: give 1 or more inputs per chunk")
     refs = list_inputs(inputs)

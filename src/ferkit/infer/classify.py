@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ferkit.errors import FerkitError
+from ferkit.errors import FerkitError, UnknownNameError
 from ferkit.evaluate.predict import Member, check_tta, load_members, predict_proba
 from ferkit.labels import canonical
 from ferkit.models.checkpoint import is_onnx, resolve_checkpoint
@@ -91,7 +91,7 @@ def load_classifier(model: str | Path = "default", backend: str | None = None, t
     if backend is None:
         backend = "onnxruntime" if onnx else "torch"
     if backend not in BACKENDS:
-        raise FerkitError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+        raise UnknownNameError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if onnx and backend != "onnxruntime":
         raise FerkitError(f"{model} is an ONNX export and runs on the onnxruntime backend, not {backend}; "
                           "leave out the backend or give a .safetensors checkpoint")

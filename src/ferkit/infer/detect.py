@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from ferkit.data.formats import to_gray
-from ferkit.errors import FerkitError
+from ferkit.errors import FerkitError, UnknownNameError
 
 log = logging.getLogger(__name__)
 
@@ -371,7 +371,7 @@ def list_detectors() -> list[str]:
 
 def check_detector_name(name: str) -> None:
     if name not in DETECTORS:
-        raise FerkitError(f"unknown face detector {name!r}; choose one of: {', '.join(DETECTORS)}")
+        raise UnknownNameError(f"unknown face detector {name!r}; choose one of: {', '.join(DETECTORS)}")
 
 
 def get_detector(name: str = DEFAULT_DETECTOR, **opts: Any) -> Detector:

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ferkit.data.formats import IMAGE_EXTENSIONS
-from ferkit.errors import DataError, FerkitError
+from ferkit.errors import DataError, InputError, InputTypeError
 
 SAMPLE = "sample"  # the word that stands for the bundled sample photo
 SAMPLE_PHOTO = Path(__file__).resolve().parents[1] / "assets" / "astronaut.jpg"
@@ -111,23 +111,23 @@ def check_image(image: Any, what: str = "image") -> np.ndarray:
     """An array a caller passed as a picture, as uint8 (H, W) gray or (H, W, 3) BGR; a one-line error for anything
     else. Floats are read as [0, 1] when they stay within it, else as 0-255; 16-bit as 0-65535."""
     if not isinstance(image, np.ndarray):
-        raise FerkitError(f"{what}: expected a numpy array (H, W) or (H, W, 3), got {type(image).__name__}")
+        raise InputTypeError(f"{what}: expected a numpy array (H, W) or (H, W, 3), got {type(image).__name__}")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
-        raise FerkitError(f"{what}: shape {image.shape}; expected (H, W) gray, (H, W, 3) BGR or (H, W, 4) BGRA")
+        raise InputError(f"{what}: shape {image.shape}; expected (H, W) gray, (H, W, 3) BGR or (H, W, 4) BGRA")
     if image.shape[0] == 0 or image.shape[1] == 0:
-        raise FerkitError(f"{what}: shape {image.shape} has no pixels")
+        raise InputError(f"{what}: shape {image.shape} has no pixels")
     if image.dtype == np.uint16:
         image = (image // 257).astype(np.uint8)
     elif image.dtype.kind == "f":
         if not np.isfinite(image).all():
-            raise FerkitError(f"{what}: holds NaN or infinite values")
+            raise InputError(f"{what}: holds NaN or infinite values")
         image = image * 255 if image.min() >= 0 and image.max() <= 1 else image
         image = np.clip(image, 0, 255).round().astype(np.uint8)
     elif image.dtype != np.uint8:
         if image.dtype.kind not in "iu":
-            raise FerkitError(f"{what}: dtype {image.dtype}; give uint8 pixel values")
+            raise InputError(f"{what}: dtype {image.dtype}; give uint8 pixel values")
         image = np.clip(image, 0, 255).astype(np.uint8)
     if image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ferkit.data.scan import INPUT_SIZE
-from ferkit.errors import FerkitError
+from ferkit.errors import FerkitError, UnknownNameError
 from ferkit.models.layers import Normalize, check_int, check_rate
 from ferkit.models.registry import TIMM_PREFIX, ModelSpec, options, register_model
 
@@ -97,7 +97,7 @@ class Backbone(nn.Module):
 
 def _check_head(kind: str, drop_rate: float | None) -> None:
     if kind not in HEADS:
-        raise FerkitError(f"unknown head {kind!r}; choose one of: {', '.join(HEADS)}")
+        raise UnknownNameError(f"unknown head {kind!r}; choose one of: {', '.join(HEADS)}")
     if kind != "linear" and drop_rate is not None:
         raise FerkitError(f"drop_rate is for head 'linear'; head {kind!r} uses its recipe's dropout rates")
     if drop_rate is not None:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ferkit.errors import FerkitError
+from ferkit.errors import FerkitError, UnknownNameError
 
 TIMM_PREFIX = "timm:"
 RESERVED = ("num_classes", "pretrained", "pretrained_file")  # passed by create_model itself, never as options
@@ -66,7 +66,7 @@ def _lookup(name: str) -> tuple[ModelSpec, Callable[..., nn.Module]]:
         from ferkit.models.backbones import timm_entry
 
         return timm_entry(name[len(TIMM_PREFIX):])
-    raise FerkitError(
+    raise UnknownNameError(
         f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))} (or timm:<name> for any timm model)"
     )
 

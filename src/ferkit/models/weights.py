@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ferkit.errors import FerkitError
+from ferkit.errors import UnknownNameError
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT = "default"
@@ -54,6 +54,6 @@ def names() -> str:
 
 def get_weights(name: str) -> Weights:
     if name not in WEIGHTS:
-        raise FerkitError(f"unknown shipped model {name!r}; available: {names()}")
+        raise UnknownNameError(f"unknown shipped model {name!r}; available: {names()}")
     return WEIGHTS[name]
 

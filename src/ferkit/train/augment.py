@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ferkit.config import AugmentConfig
-from ferkit.errors import FerkitError
+from ferkit.errors import FerkitError, UnknownNameError
 
 # Field sets per preset; fields a preset leaves out are off. Keras ImageDataGenerator semantics throughout: rotation
 # and shear in degrees, shift a fraction of the side, zoom drawn per axis in [1 - z, 1 + z], fill "nearest" repeats
@@ -72,7 +72,7 @@ ERASE_TRIES = 10
 def resolve(cfg: AugmentConfig) -> AugmentConfig:
     """The config with preset values where the user left None, then the remaining None fields off; validated."""
     if cfg.preset not in PRESETS:
-        raise FerkitError(f"unknown augment.preset {cfg.preset!r}; choose one of: {', '.join(PRESETS)}")
+        raise UnknownNameError(f"unknown augment.preset {cfg.preset!r}; choose one of: {', '.join(PRESETS)}")
     preset = PRESETS[cfg.preset]
     values = {}
     for name, off in OFF.items():
@@ -97,7 +97,7 @@ def _check(cfg: AugmentConfig) -> None:
     if len(cfg.scale) != 2 or not 0 < cfg.scale[0] <= cfg.scale[1]:
         raise FerkitError(f"augment.scale is {cfg.scale}; it must be [lo, hi] with 0 < lo <= hi, e.g. [0.75, 1.3]")
     if cfg.fill not in FILLS:
-        raise FerkitError(f"unknown augment.fill {cfg.fill!r}; choose one of: {', '.join(FILLS)}")
+        raise UnknownNameError(f"unknown augment.fill {cfg.fill!r}; choose one of: {', '.join(FILLS)}")
 
 
 class BatchAugment:

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ferkit.errors import FerkitError
+from ferkit.errors import FerkitError, UnknownNameError
 from ferkit.fileio import atomic_write
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ MONITORS = {"val_accuracy": "max", "val_macro_f1": "max", "val_loss": "min"}
 
 def monitor_mode(monitor: str) -> str:
     if monitor not in MONITORS:
-        raise FerkitError(f"unknown monitor {monitor!r}; choose one of: {', '.join(MONITORS)}")
+        raise UnknownNameError(f"unknown monitor {monitor!r}; choose one of: {', '.join(MONITORS)}")
     return MONITORS[monitor]
 
 

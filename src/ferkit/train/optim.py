@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ferkit.config import OptimConfig, ScheduleConfig
-from ferkit.errors import FerkitError
+from ferkit.errors import UnknownNameError
 
 OptimizerBuilder = Callable[[list[dict], OptimConfig], torch.optim.Optimizer]
 
@@ -104,7 +104,7 @@ def _step(optimizer, cfg: ScheduleConfig, epochs: int, steps_per_epoch: int, mod
 
 def optimizer(name: str) -> OptimizerBuilder:
     if name not in OPTIMIZERS:
-        raise FerkitError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
+        raise UnknownNameError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
     return OPTIMIZERS[name]
 
 
@@ -114,7 +114,7 @@ def build_optimizer(groups: list[dict], cfg: OptimConfig) -> torch.optim.Optimiz
 
 def schedule(name: str) -> Schedule:
     if name not in SCHEDULES:
-        raise FerkitError(f"unknown schedule {name!r}; choose one of: {', '.join(SCHEDULES)}")
+        raise UnknownNameError(f"unknown schedule {name!r}; choose one of: {', '.join(SCHEDULES)}")
     return SCHEDULES[name]
 
 

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from ferkit.config import RunConfig, StageConfig, load_config, to_dict
-from ferkit.errors import FerkitError
+from ferkit.errors import FerkitError, UnknownNameError
 from ferkit.fileio import atomic_write
 from ferkit.train import distributed as dist
 from ferkit.train.augment import BatchAugment, eval_transform, resolve
@@ -39,7 +39,7 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
             return torch.bfloat16
         return torch.float16 if device.type == "cuda" else None
     if name not in choices:
-        raise FerkitError(f"unknown precision {name!r}; choose one of: auto, {', '.join(choices)}")
+        raise UnknownNameError(f"unknown precision {name!r}; choose one of: auto, {', '.join(choices)}")
     if name == "fp16" and device.type != "cuda":
         raise FerkitError("precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
     if name == "bf16" and not native_bf16(device):
@@ -108,9 +108,9 @@ class Trainer:
             self.class_weights = torch.tensor(balanced_class_weights(t.labels, n_cls), dtype=torch.float32,
                                               device=self.device)
         elif cfg.train.class_weights != "none":
-            raise FerkitError(f"unknown train.class_weights {cfg.train.class_weights!r}; choose none or balanced")
+            raise UnknownNameError(f"unknown train.class_weights {cfg.train.class_weights!r}; choose none or balanced")
         if cfg.train.sampler not in ("random", "weighted"):
-            raise FerkitError(f"unknown train.sampler {cfg.train.sampler!r}; choose random or weighted")
+            raise UnknownNameError(f"unknown train.sampler {cfg.train.sampler!r}; choose random or weighted")
         self.sample_w = torch.from_numpy(sample_weights(t.labels, n_cls)).double()
 
         self.teachers = self._load_teachers()
