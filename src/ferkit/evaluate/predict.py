@@ -56,6 +56,8 @@ def load_members(paths: Sequence[str | Path], device: str | torch.device = "cpu"
                 model, meta = load_checkpoint(path, device)
                 # channels_last: oneDNN's and cuDNN's fast convolution layout (1.5x the faces/s at batch 64 on CPU)
                 members.append((model.to(memory_format=torch.channels_last), meta))
+        except FerkitError:
+            raise
         except (RuntimeError, KeyError, ValueError, SafetensorError) as e:
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise FerkitError(f"{path}: the checkpoint cannot be loaded ({reason}); train or export it again") from None

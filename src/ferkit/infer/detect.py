@@ -379,6 +379,8 @@ def get_detector(name: str = DEFAULT_DETECTOR, **opts: Any) -> Detector:
     check_detector_name(name)
     try:
         return DETECTORS[name](**opts)
+    except FerkitError:
+        raise
     except TypeError as e:
         raise FerkitError(f"detector {name!r}: {e}") from None
 
