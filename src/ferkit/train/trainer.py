@@ -83,7 +83,7 @@ class Trainer:
 
         get_spec(cfg.model.name)
         optimizer(cfg.optim.name)
-        schedule(cfg.schedule.name)
+        self.per_batch = schedule(cfg.schedule.name).per_batch  # steps after every batch, else once per epoch
 
         torch.manual_seed(cfg.train.seed)
         self.data: RunData = prepare_data(cfg.data, cfg.train.seed, self.run_dir if self.ctx.is_main else None,
@@ -303,7 +303,7 @@ class Trainer:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            if self.scheduler is not None and schedule(self.cfg.schedule.name).per_batch:
+            if self.scheduler is not None and self.per_batch:
                 self.scheduler.step()
             total_loss += loss.detach() * len(idx)
             correct += (logits.argmax(1) == y.argmax(1)).sum()
@@ -368,7 +368,7 @@ class Trainer:
                 self.elapsed += metrics["epoch_time_s"]
                 if self.scheduler is not None and self.cfg.schedule.name == "plateau":
                     self.scheduler.step(metrics[self.cfg.train.monitor])
-                elif self.scheduler is not None and not schedule(self.cfg.schedule.name).per_batch:
+                elif self.scheduler is not None and not self.per_batch:
                     self.scheduler.step()
                 self.epoch += 1
                 self.stage_epoch += 1
