@@ -100,8 +100,8 @@ def test_bad_requests_get_their_4xx_and_the_server_keeps_serving(server):
         (post_faces(server, [("big.jpg", b"\xff" * (3 * 2**20))]), 413),
         (post_faces(server, [(f"{i}.jpg", SAMPLE_PHOTO.read_bytes()) for i in range(17)]), 413),
         (httpx.post(f"{server}/v1/faces", content=b"", headers=HEADERS), 400),
-        (httpx.post(f"{server}/v1/faces", content=b"--x\r\nbroken", headers={**HEADERS, "Content-Type":
-                                                                               "multipart/form-data; boundary=x"}), 400),
+        (httpx.post(f"{server}/v1/faces", content=b"--x\r\nbroken",
+                    headers={**HEADERS, "Content-Type": "multipart/form-data; boundary=x"}), 400),
         (httpx.get(f"{server}/v1/jobs/nope", headers=HEADERS), 404),
         (httpx.get(f"{server}/v1/nothing", headers=HEADERS), 404),
         (httpx.post(f"{server}/v1/videos", files={"file": ("clip.txt", b"x")}, headers=HEADERS), 415),

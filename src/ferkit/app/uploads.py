@@ -54,8 +54,9 @@ def read_photo(name: str, data: bytes) -> np.ndarray:
         raise UploadError(f"{name} is too many pixels; resize it below "
                           f"{MAX_PHOTO_PIXELS // 1_000_000} megapixels.") from None
     except DataError:
-        raise UploadError(f"{name} could not be read as an image: it may be damaged or not really a "
-                          f"{Path(name).suffix.lstrip('.').upper()} file. Try exporting it again as JPEG or PNG.") from None
+        kind = Path(name).suffix.lstrip(".").upper()
+        raise UploadError(f"{name} could not be read as an image: it may be damaged or not really a {kind} file. "
+                          "Try exporting it again as JPEG or PNG.") from None
 
 
 def save_video(name: str, data: bytes, folder: Path) -> VideoInfo:

@@ -1,9 +1,9 @@
 """Accuracy under the framings and image faults real photos bring: models side by side on the same faces.
 
 Every face of a split is perturbed the same way for every model (a tighter, looser or shifted crop of the face, a
-turned face, blur, low contrast, JPEG at quality 20, histogram equalization), then each model scores it with its own preprocessing. The
-dataset's faces are all there is of each photo, so a looser crop fills its margin with the face's border pixels
-repeated (as the detectors' bench frames its faces).
+turned face, blur, low contrast, JPEG at quality 20, histogram equalization), then each model scores it with its own
+preprocessing. The dataset's faces are all there is of each photo, so a looser crop fills its margin with the
+face's border pixels repeated (as the detectors' bench frames its faces).
 """
 
 from __future__ import annotations

@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from ferkit import __version__
 
-    parser = argparse.ArgumentParser(prog="ferkit", description="Facial emotion recognition: data, training, inference.")
+    parser = argparse.ArgumentParser(prog="ferkit",
+                                     description="Facial emotion recognition: data, training, inference.")
     parser.add_argument("--version", action="version", version=f"ferkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -20,5 +20,6 @@ def new_table(title: str, columns: Sequence[str], left: Collection[str]):
 
 
 def add_cache_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cache-dir", metavar="DIR", help="decoded-dataset cache (default: $FERKIT_CACHE or ~/.cache/ferkit)")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="decoded-dataset cache (default: $FERKIT_CACHE or ~/.cache/ferkit)")
 

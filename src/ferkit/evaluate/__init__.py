@@ -47,7 +47,8 @@ def evaluate(checkpoint: str | Path, data: str | Path, split: str | None = None,
     the data lacks count as wrong; macro averages cover the classes the data has). The data is loaded
     at the first model's face size. ``tta`` None means the first checkpoint's own protocol (its meta's ``tta``,
     ten-crop for the shipped models) or none. ``progress`` shows bars (rate, ETA) while a dataset is decoded for
-    the first time and while the faces are scored. ``Evaluation.warnings`` says when a model trained on the scored images or copies of them.
+    the first time and while the faces are scored. ``Evaluation.warnings`` says when a model trained on the scored
+    images or copies of them.
     """
     from ferkit.evaluate.labels import ensemble_orders
     from ferkit.models.checkpoint import resolve_checkpoint

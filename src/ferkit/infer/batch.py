@@ -48,8 +48,8 @@ class PhotoResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "kind": self.kind, "status": "ok", "width": self.width,
-                "height": self.height, "faces": [f.to_dict() for f in self.faces], "processing_s": round(self.processing_s, 4),
-                "annotated": self.annotated}
+                "height": self.height, "faces": [f.to_dict() for f in self.faces],
+                "processing_s": round(self.processing_s, 4), "annotated": self.annotated}
 
 
 @dataclass

@@ -112,7 +112,8 @@ def markdown_report(report: Report) -> str:
         f"{markdown_table(report)}\n\n"
         f"Test figures: {report.split} split, TTA {tta}, images scored: {n}. Train and val figures: the run's own "
         "metrics at its best epoch (train on augmented batches). FLOPs and latency: one face, batch 1, one view; "
-        f"latency is the median of batch-1 forward passes (the models taking turns), torch {env['torch']} eager on {env['cpu']} with "
+        "latency is the median of batch-1 forward passes (the models taking turns), "
+        f"torch {env['torch']} eager on {env['cpu']} with "
         f"{env['threads']} threads. Best value per column in bold. Made {report.created}.\n"
         + "".join(f"\n**Warning:** {w}\n" for r in report.runs for w in r.evaluation.warnings)
     )

@@ -104,9 +104,9 @@ class BatchAugment:
     """Per-sample random augmentation of a uint8 batch (B, 1, H, W), with soft targets (B, C) out.
 
     Order: TrivialAugmentWide (uint8, per image) -> affine (rotation, shift, shear, zoom, framing scale and aspect,
-    flip) -> random crop -> histogram equalization, gamma, contrast, brightness -> noise -> JPEG -> blur -> random erasing -> mixup or cutmix
-    (one of them per batch when both are on). Lighting and noise come before JPEG and blur, as in a camera whose
-    photo is compressed and then shrunk to a face crop.
+    flip) -> random crop -> histogram equalization, gamma, contrast, brightness -> noise -> JPEG -> blur -> random
+    erasing -> mixup or cutmix (one of them per batch when both are on). Lighting and noise come before JPEG and
+    blur, as in a camera whose photo is compressed and then shrunk to a face crop.
     """
 
     def __init__(self, cfg: AugmentConfig, image_size: int, num_classes: int):

@@ -118,7 +118,8 @@ class TensorBoard(Callback):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise FerkitError("train.tensorboard needs the tensorboard package: pip install 'ferkit[tensorboard]'") from None
+            raise FerkitError("train.tensorboard needs the tensorboard package: "
+                              "pip install 'ferkit[tensorboard]'") from None
         self.writer = SummaryWriter(str(log_dir))
 
     def on_epoch_end(self, trainer, metrics):

@@ -24,7 +24,8 @@ TAUS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
 
 def training_prior(meta: dict[str, Any], data: str | Path | None = None) -> np.ndarray:
     """The class distribution of a checkpoint's training targets (the mean soft target when it trained on FER+ votes
-    or blended labels, label frequencies otherwise), read again with the run's own data settings (``data`` replaces the path it was trained from)."""
+    or blended labels, label frequencies otherwise), read again with the run's own data settings (``data`` replaces
+    the path it was trained from)."""
     from ferkit.config import DataConfig, from_dict
     from ferkit.train.data import prepare_data
 
