@@ -72,7 +72,7 @@ def test_int8_is_smaller_and_scores_like_fp32(exported, faces_dir):
 
 def test_export_cli_and_bad_inputs(exported, tmp_path):
     r = run_cli("export", "default", "--onnx", str(tmp_path / "model.txt"))
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "must end in .onnx" in r.stderr
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "ending in .onnx" in r.stderr
     r = run_cli("export", "default", "--onnx", str(tmp_path / "missing" / "m.onnx"))
     assert r.returncode == 2 and "no such folder" in r.stderr
     r = run_cli("export", "nonexistent-run", "--onnx", str(tmp_path / "m.onnx"))

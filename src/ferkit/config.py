@@ -212,11 +212,13 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file; see configs/ for recipes")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: not a text file; a recipe is YAML text, see configs/") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if data is None:
+            raise ConfigError(f"{path}: the recipe is empty; start from one in configs/")
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a recipe is a mapping of sections (data:, model:, train:, ...), "
                               f"not a {type(data).__name__}; see configs/")

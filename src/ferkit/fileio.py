@@ -19,14 +19,38 @@ def _read_umask() -> int:
 UMASK = _read_umask()  # read once: os.umask can only be read by setting it, which races with other threads
 
 
-def check_out_dir(out: str | Path) -> Path:
-    """``out`` as a folder that can be created; checked before any work starts."""
+def _check_writable(out: Path, flag: str, start: Path) -> None:
+    """The nearest existing folder at or above ``start`` is a folder this process can create files in."""
+    for parent in (start, *start.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise FerkitError(f"{flag} {out}: {parent} is a file, not a folder; give another place")
+            try:
+                tempfile.TemporaryFile(dir=parent).close()
+            except OSError as e:
+                raise FerkitError(f"{flag} {out}: cannot write in {parent} ({e.strerror or e}); give a place you "
+                                  "can write to") from None
+            return
+
+
+def check_out_dir(out: str | Path, flag: str = "--out") -> Path:
+    """``out`` as a folder that can be created (or exists) and written in; checked before any work starts."""
     out = Path(out).expanduser()
-    for p in (out, *out.parents):
-        if p.exists():
-            if not p.is_dir():
-                raise FerkitError(f"--out {out}: {p} is a file, not a folder; give a folder for the results")
-            break
+    if out.exists() and not out.is_dir():
+        raise FerkitError(f"{flag} {out} is a file, not a folder; give a folder for the results")
+    _check_writable(out, flag, out)
+    return out
+
+
+def check_out_file(out: str | Path, suffixes: tuple[str, ...], what: str, flag: str = "--out") -> Path:
+    """``out`` as a file ending in one of ``suffixes`` that can be written; checked before any work starts. ``what``
+    names the file in the message when the suffix is wrong (e.g. "the plot is a PNG image")."""
+    out = Path(out).expanduser()
+    if out.suffix.lower() not in suffixes:
+        raise FerkitError(f"{flag} {out}: {what}; give a file name ending in {suffixes[0]}")
+    if out.is_dir():
+        raise FerkitError(f"{flag} {out} is a folder; give a file name such as {out / ('out' + suffixes[0])}")
+    _check_writable(out, flag, out.parent)
     return out
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from ferkit.cli.common import new_table
-from ferkit.errors import FerkitError
+from ferkit.fileio import check_out_file
 
 
 def add_parsers(bench) -> None:
@@ -229,9 +228,7 @@ def cmd_bench_robustness(args: argparse.Namespace) -> int:
 
     names = check_perturbations(args.perturbation)
     if args.plot:
-        plot = Path(args.plot)
-        if plot.suffix.lower() != ".png" or plot.is_dir() or not plot.parent.is_dir():
-            raise FerkitError(f"--plot {plot}: give a .png file in an existing folder")
+        check_out_file(args.plot, (".png",), "the plot is a PNG image", "--plot")
     bar = tqdm(total=len(args.models) * len(names), unit="step", disable=args.json or not sys.stderr.isatty())
     rows = bench_robustness(args.models, args.data, args.split, None if args.tta == "own" else args.tta, names,
                             args.limit, on_step=lambda model, perturbation: bar.update())

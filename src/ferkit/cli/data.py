@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ferkit.cli.common import add_cache_arg
-from ferkit.errors import FerkitError
+from ferkit.fileio import check_out_dir, check_out_file
 
 
 def add_parsers(sub) -> None:
@@ -34,8 +34,8 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     from ferkit.data import scan_dataset
     from ferkit.data.inspect import describe, plot_dataset
 
-    if args.plot and Path(args.plot).suffix.lower() != ".png":
-        raise FerkitError(f"--plot {args.plot}: the plot is written as PNG; give a file name ending in .png")
+    if args.plot:
+        check_out_file(args.plot, (".png",), "the plot is a PNG image", "--plot")
     scan = scan_dataset(args.path, cache_dir=args.cache_dir, progress=not args.json)
     summary = describe(scan)
     if args.plot:
@@ -53,8 +53,8 @@ def cmd_data_clean(args: argparse.Namespace) -> int:
     from ferkit.data import find_issues, scan_dataset, write_report
     from ferkit.data.scan import ordered_splits
 
+    out = check_out_dir(args.out or f"{Path(args.path).stem}-clean")
     scan = scan_dataset(args.path, cache_dir=args.cache_dir, progress=not args.json)
-    out = Path(args.out) if args.out else Path(f"{Path(args.path).stem}-clean")
     findings = find_issues(scan)
     json_path, csv_path = write_report(scan, findings, out)
     if args.json:

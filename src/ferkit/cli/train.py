@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ferkit.cli.common import new_table
 from ferkit.errors import FerkitError
+from ferkit.fileio import check_out_file
 
 
 def add_parsers(sub) -> None:
@@ -125,8 +126,7 @@ def cmd_prior(args: argparse.Namespace) -> int:
         raise FerkitError("--tau and --out go together: without them the command sweeps tau and writes nothing")
     if args.out is not None:
         out = Path(args.out)
-        if out.suffix != ".safetensors" or out.is_dir() or not out.parent.is_dir():
-            raise FerkitError(f"--out {out}: give a .safetensors file in an existing folder")
+        check_out_file(out, (".safetensors",), "a checkpoint is a .safetensors file")
         path = adjust_checkpoint(args.checkpoint, out, args.tau, args.data)
         print(f"wrote {path} (logits shifted by -{args.tau:g} * log(training prior))")
         return 0

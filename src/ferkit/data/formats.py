@@ -158,9 +158,14 @@ class CsvSource(Source):
                 raise DataError(f"{where}: emotion {row[0]!r} is not a number 0-6; fix or remove the row") from None
             if not 0 <= emotion < len(FER2013):
                 raise DataError(f"{where}: emotion {emotion} is out of range 0-6; fix or remove the row")
-            pixels = np.array(row[1].split(), dtype=np.float32)
+            try:
+                pixels = np.array(row[1].split(), dtype=np.float32)
+            except ValueError:
+                raise DataError(f"{where}: pixels must be numbers 0-255 separated by spaces; fix or remove the "
+                                "row") from None
             side = side or int(round(len(pixels) ** 0.5))
-            if len(pixels) != side * side or side == 0 or pixels.min(initial=0) < 0 or pixels.max(initial=0) > 255:
+            if (len(pixels) != side * side or side == 0 or not np.isfinite(pixels).all()
+                    or pixels.min(initial=0) < 0 or pixels.max(initial=0) > 255):
                 raise DataError(
                     f"{where}: {len(pixels)} pixel values, expected {side * side} values 0-255 "
                     f"({side}x{side} like the rows above); fix or remove the row"

@@ -104,10 +104,7 @@ def model_proba(model: torch.nn.Module, meta: dict[str, Any], images: np.ndarray
     """Softmax probabilities (N, C) of one model, in its own label order, for uint8 faces (N, S, S); ``bar``
     (a progress bar) advances by the faces of each batch."""
     check_tta(tta)
-    inp = meta["input"]
-    if inp.get("channels", 1) != 1:
-        raise FerkitError(f"the model takes {inp['channels']}-channel input; ferkit evaluates gray faces only")
-    size = int(inp["size"])
+    size = int(meta["input"]["size"])
     device = next(model.parameters(), torch.empty(0)).device  # an OnnxModel has no parameters: CPU
     model.eval()
     out = np.empty((len(images), len(meta["labels"])), np.float32)

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from ferkit.errors import FerkitError
-from ferkit.fileio import staging_dir
+from ferkit.fileio import check_out_dir, staging_dir
 from ferkit.models.checkpoint import is_onnx, read_meta, resolve_checkpoint
 from ferkit.models.hub import HUB_CARD, HUB_WEIGHTS
 from ferkit.models.weights import WEIGHTS
@@ -26,8 +26,8 @@ def export_hub(checkpoint: str | Path, out: str | Path) -> Path:
     ``model.safetensors`` (the checkpoint as it is, its description in the header), ``README.md`` (the shipped
     model's card, or one written from the description) and the card's pictures and training curves. Nothing is
     left at ``out`` when something fails."""
-    out = Path(out).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    out = check_out_dir(out, "--hub")
+    if out.exists() and any(out.iterdir()):
         raise FerkitError(f"--hub {out}: exists and is not an empty folder; give a new folder")
     if not out.parent.is_dir():
         raise FerkitError(f"--hub {out}: no such folder {out.parent}; create it first")

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ferkit.errors import FerkitError
-from ferkit.fileio import staging_dir
+from ferkit.fileio import check_out_file, staging_dir
 from ferkit.models.checkpoint import META_KEY, is_onnx, load_checkpoint, parse_meta, resolve_checkpoint
 
 INPUT_NAME, OUTPUT_NAME = "faces", "logits"
@@ -172,9 +172,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, int8: bool = False,
     """
     start = time.perf_counter()
     _onnx_modules()
-    out = Path(out)
-    if not is_onnx(out):
-        raise FerkitError(f"{out}: the output must end in .onnx")
+    out = check_out_file(out, (".onnx",), "an ONNX model file", "--onnx")
     if not out.parent.is_dir():
         raise FerkitError(f"{out.parent}: no such folder; create it first")
     model, meta = load_checkpoint(checkpoint)

@@ -128,9 +128,12 @@ def predict_inputs(inputs: Sequence[str | Path], recognizer: Recognizer, out: st
     stage, created = None, []
     if out_dir is not None:
         inputs_resolved = {p.resolve() for p in paths}
-        for n in (n for group in names for n in group):
+        for n in (RESULTS_FILE, *(n for group in names for n in group)):
             if (out_dir / n).resolve() in inputs_resolved:
                 raise FerkitError(f"{out_dir / n} is an input and would be overwritten; give another --out folder")
+            if (out_dir / n).is_dir():
+                raise FerkitError(f"{out_dir / n} is a folder where a result file goes; move it or give another "
+                                  "--out folder")
         created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]  # to remove again on failure
         out_dir.mkdir(parents=True, exist_ok=True)
         stage = staging_dir(out_dir, STAGING_PREFIX)
@@ -197,7 +200,7 @@ def _publish(run: PredictRun, stage: Path, out_dir: Path) -> PredictRun:
                else replace(r, out_video=moved(r.out_video), out_csv=moved(r.out_csv)) if isinstance(r, VideoResult)
                else r for r in run.results]
     run = replace(run, results=results)
-    atomic_write(out_dir / RESULTS_FILE, json.dumps(run.to_dict(), indent=2) + "\n")
+    os.replace(atomic_write(stage / RESULTS_FILE, json.dumps(run.to_dict(), indent=2) + "\n"), out_dir / RESULTS_FILE)
     stage.rmdir()
     return run
 

@@ -113,6 +113,10 @@ def _meta_problem(meta: Any) -> str:
     if not isinstance(inp, dict) or not all(isinstance(inp.get(k), int) and 8 <= inp[k] <= 1024
                                             for k in ("size", "face_size")):
         return "input size and face_size must be whole numbers of pixels, 8-1024"
+    if inp.get("channels", 1) != 1:
+        return "input channels must be 1: ferkit models take gray faces"
+    if inp["size"] > inp["face_size"]:
+        return "input size must not exceed face_size (the model's view is cut from the face)"
     return ""
 
 

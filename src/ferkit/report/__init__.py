@@ -7,12 +7,10 @@ split, measures its cost, reads its training history, explains a few faces, and 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from ferkit.errors import FerkitError
+from ferkit import fileio
 from ferkit.fileio import atomic_write
 from ferkit.report.compare import Report, RunResult, compare_runs
 from ferkit.report.cost import LATENCY_REPEATS, ModelCost
@@ -24,25 +22,7 @@ HTML_SUFFIXES = (".html", ".htm")
 
 def check_out_file(out: str | Path) -> Path:
     """``out`` as an .html file that can be written, with ``.md`` beside it; checked before any work starts."""
-    out = Path(out).expanduser()
-    if out.suffix.lower() not in HTML_SUFFIXES:
-        raise FerkitError(f"--out {out}: the report is one HTML file; give a name ending in .html")
-    if out.is_dir():
-        raise FerkitError(f"--out {out} is a folder; give a file name such as {out / 'report.html'}")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise FerkitError(f"--out {out}: {parent} is a file, not a folder; give another place for the report")
-            try:
-                tempfile.TemporaryFile(dir=parent).close()
-            except OSError as e:
-                raise FerkitError(f"--out {out}: cannot write in {parent} ({e.strerror}); "
-                                  "give a writable place") from None
-            break
-    for path in (out, out.with_suffix(".md")):
-        if path.exists() and not os.access(path, os.W_OK):
-            raise FerkitError(f"--out {out}: {path} exists and cannot be replaced; give another name")
-    return out
+    return fileio.check_out_file(out, HTML_SUFFIXES, "the report is one HTML file")
 
 
 def write_report(report: Report, out: str | Path, progress: bool = False) -> tuple[Path, Path]:

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ferkit.config import RunConfig, StageConfig, load_config, to_dict
 from ferkit.errors import FerkitError, UnknownNameError
-from ferkit.fileio import atomic_write
+from ferkit.fileio import atomic_write, check_out_dir
 from ferkit.train import distributed as dist
 from ferkit.train.augment import BatchAugment, eval_transform, resolve
 from ferkit.train.callbacks import CSVLogger, Callback, EarlyStopping, ModelCheckpoint, TensorBoard, monitor_mode
@@ -452,7 +452,7 @@ class Trainer:
 def train(cfg: RunConfig, run_dir: str | Path, progress: bool = False,
           callbacks: list[Callback] | None = None) -> dict[str, Any]:
     """Train a new run into ``run_dir`` (which must not hold another run)."""
-    run_dir = Path(run_dir)
+    run_dir = check_out_dir(run_dir)
     if (run_dir / f"{RESUME}.safetensors").exists():
         raise FerkitError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick a new --out")
     return Trainer(cfg, run_dir, progress, callbacks).fit()
