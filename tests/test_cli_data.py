@@ -114,4 +114,4 @@ def test_broken_ferplus_label_files_and_unwritable_out_say_so(tmp_path, capsys):
         code, _, err = run_main(capsys, "data", "inspect", tmp_path / "fp")
         assert code == 2 and message in err and "Traceback" not in err, (data[:20], err)
     code, _, err = run_main(capsys, "predict", "sample", "--out", "/proc/ferkit-out")
-    assert code == 2 and err.startswith("error: /proc/ferkit-out") and len(err.strip().splitlines()) == 1
+    assert code == 2 and err.startswith("error: --out /proc/ferkit-out") and len(err.strip().splitlines()) == 1

@@ -398,9 +398,9 @@ def test_short_tracks_are_left_out_of_summaries_and_marked_in_the_timeline(rec, 
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, CLIP_SIZE)
     for i in range(20):
         frame = coffee.copy()
-        frame[280:280 + h, 40:40 + w] = head  # there all along
+        frame[100:100 + h, 60:60 + w] = head  # there all along
         if 5 <= i < 8:  # a three-frame glimpse of another face
-            frame[40:40 + h, 430:430 + w] = cv2.flip(head, 1)
+            frame[250:250 + h, 400:400 + w] = cv2.flip(head, 1)
         writer.write(frame)
     writer.release()
     out_csv = tmp_path / "timeline.csv"

@@ -52,6 +52,7 @@ HAAR_WINDOW = 24  # the cascade's own window: no face smaller than this is found
 BLAZEFACE_NMS_IOU = 0.3  # MediaPipe's overlap for merging BlazeFace boxes
 FINE_FACE = 32  # pixels a face of min_face is scaled to in blazeface_multiscale's fine pass ...
 FINE_PIXELS = 100_000  # ... within this many input pixels (about 7 ms on two cores)
+FINE_MAX_ROLL = 30  # degrees: the fine pass's faces are roughly upright
 
 
 @dataclass(frozen=True)
@@ -253,8 +254,10 @@ class BlazeFaceNet:
         cell = max(self.model.strides)
         return -(-height // cell) * cell, -(-width // cell) * cell
 
-    def boxes(self, rgb: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
-        """(corners x0 y0 x1 y1 in pixels of ``rgb``, scores) of the faces found."""
+    def boxes(self, rgb: np.ndarray, scale: float, max_roll: float | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """(corners x0 y0 x1 y1 in pixels of ``rgb``, scores) of the faces found; with ``max_roll``, only those whose
+        eye line (the model's first two key points) is within that many degrees of level."""
         h, w = rgb.shape[:2]
         nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
         shape = self.input_shape(nh, nw)
@@ -268,6 +271,10 @@ class BlazeFaceNet:
         self.interpreter.invoke()
         logits = self.interpreter.get_tensor(self.scores_index)[0, :, 0]
         keep = logits > self.min_logit
+        if max_roll is not None:
+            eyes = self.interpreter.get_tensor(self.boxes_index)[0, :, 4:8]  # x, y of each eye, input pixels
+            roll = np.degrees(np.arctan2(eyes[:, 3] - eyes[:, 1], eyes[:, 2] - eyes[:, 0]))
+            keep &= np.abs(roll) <= max_roll
         raw = self.interpreter.get_tensor(self.boxes_index)[0, keep, :4]
         side = np.array(shape[::-1], np.float32)  # input width, height
         centre = raw[:, :2] / side + self.anchors[keep]
@@ -311,7 +318,9 @@ class BlazeFaceDetector(Detector):
 class BlazeFaceMultiscaleDetector(Detector):
     """BlazeFace's short-range model twice: on the whole image at its own 128x128 (close-ups), and on a copy large
     enough that a face of ``min_face`` pixels is about ``FINE_FACE`` pixels to it, at most ``fine_pixels`` pixels
-    (small faces: group photos, people further away); the boxes of both passes are merged."""
+    (small faces: group photos, people further away); the boxes of both passes are merged. The fine pass keeps
+    only faces whose eye line is within ``FINE_MAX_ROLL`` degrees of level: at that scale collars and cup handles
+    pass for strongly tilted faces, and the models classify upright faces."""
 
     name = "blazeface_multiscale"
     framing = (0.826, 0.059)  # the fine pass's boxes are a little larger than the 128x128 pass's
@@ -333,7 +342,7 @@ class BlazeFaceMultiscaleDetector(Detector):
         fine = min(1.0, FINE_FACE / min_size, (self.fine_pixels / (h * w)) ** 0.5)
         passes = [self.coarse.boxes(rgb, coarse)]
         if fine > coarse * 1.25:  # the fine pass sees smaller faces than the coarse one
-            passes.append(self.fine.boxes(rgb, fine))
+            passes.append(self.fine.boxes(rgb, fine, max_roll=FINE_MAX_ROLL))
         corners, scores = (np.concatenate(part) for part in zip(*passes))
         return blazeface_faces(corners, scores, min_size * self.framing[0])
 
@@ -377,21 +386,26 @@ def native_stderr_silenced():
         os.close(null)
 
 
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Intersection over union of one box with each of ``boxes`` (corners x0 y0 x1 y1)."""
+    lt = np.maximum(box[:2], boxes[:, :2])
+    rb = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), 1)
+    area = np.prod(np.clip(box[2:] - box[:2], 0, None))
+    return inter / (area + np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), 1) - inter + 1e-9)
+
+
 def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[tuple[np.ndarray, float]]:
     """MediaPipe's weighted non-maximum suppression: each cluster of boxes overlapping the best remaining one by
     more than ``iou`` becomes their score-weighted mean box, with the best score."""
     order = np.argsort(-scores)
     boxes, scores = boxes[order], scores[order]
-    areas = np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), 1)
     left = np.ones(len(boxes), bool)
     out = []
     for i in range(len(boxes)):
         if not left[i]:
             continue
-        lt = np.maximum(boxes[i, :2], boxes[:, :2])
-        rb = np.minimum(boxes[i, 2:], boxes[:, 2:])
-        inter = np.prod(np.clip(rb - lt, 0, None), 1)
-        cluster = left & (inter / (areas[i] + areas - inter + 1e-9) > iou)
+        cluster = left & (box_iou(boxes[i], boxes) > iou)
         cluster[i] = True
         weights = scores[cluster]
         out.append(((boxes[cluster] * weights[:, None]).sum(0) / weights.sum(), float(scores[i])))
