@@ -196,6 +196,21 @@ def test_blazeface_finds_the_astronaut(name):
     assert rec.predict(NO_FACE) == []
 
 
+def test_multiscale_fine_pass_finds_small_faces_but_no_collars():
+    """The fine pass finds a face too small for the 128x128 pass, and drops what only passes for a strongly tilted
+    small face (the collar ring of the mirrored sample photo, found with a face probability of 0.72 without the
+    roll limit)."""
+    photo = cv2.imread(str(SAMPLE_PHOTO))
+    det = get_detector("blazeface_multiscale")
+    assert [d.box[2] > 100 for d in det(photo[:, ::-1])] == [True]  # the astronaut's face only
+    small = cv2.resize(photo, (384, 384), interpolation=cv2.INTER_AREA)
+    canvas = cv2.copyMakeBorder(small, 208, 208, 448, 448, cv2.BORDER_REPLICATE)  # 1280x800, the face ~90 px wide
+    assert get_detector("blazeface_short")(canvas) == []  # ~9 px at 128x128
+    (face,) = det(canvas)
+    haar = get_detector("haar")(canvas)[0].box
+    assert face.box == pytest.approx(haar, abs=0.3 * haar[2])
+
+
 def test_reframe_and_weighted_nms():
     assert reframe((10, 20, 30, 40), (1.0, 0.0)) == (10, 20, 30, 40)
     # A detector whose box is half the FER frame, centred a quarter frame low: the frame is twice as big, higher.
