@@ -306,6 +306,30 @@ def test_early_stopping_stops_at_patience_and_restores_the_best(fer_zip, tmp_pat
     assert any(not torch.equal(state[k], other[k]) for k in other)
 
 
+def test_resume_at_a_stage_boundary_starts_the_next_stage_afresh(fer_zip, tmp_path):
+    """A run killed in the first epoch of its second stage resumes from the state saved at the end of the first:
+    the second stage's early stopping starts afresh, as in the run that was never stopped."""
+    from ferkit.train.callbacks import Callback
+    from ferkit.train.trainer import Trainer, resume
+
+    class KilledInStageTwo(Callback):
+        def on_stage_start(self, trainer, stage):
+            if stage == 1:
+                raise KeyboardInterrupt
+
+    # Nothing improves by 1.0, so each stage stops two epochs after its first: 3 epochs of stage 1, 3 of stage 2.
+    recipe = ("train.stages=[{epochs: 3}, {epochs: 5}]", "train.early_stopping=2", "train.monitor=val_accuracy",
+              "schedule.min_delta=1.0")
+    Trainer(small(fer_zip, *recipe), tmp_path / "straight").fit()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(small(fer_zip, *recipe), tmp_path / "killed", callbacks=[KilledInStageTwo()]).fit()
+    assert len(rows(tmp_path / "killed")) == 3
+    resume(tmp_path / "killed")
+    stages = ["1", "1", "1", "2", "2", "2"]
+    assert [r["stage"] for r in rows(tmp_path / "straight")] == stages
+    assert [r["stage"] for r in rows(tmp_path / "killed")] == stages
+
+
 @pytest.mark.parametrize("schedule, epochs, expected", [
     # StepLR: halve every 2 epochs.
     ("{name: step, step_size: 2, factor: 0.5}", 5, [0.1, 0.1, 0.05, 0.05, 0.025]),

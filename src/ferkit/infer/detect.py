@@ -266,16 +266,16 @@ class BlazeFaceNet:
             self.interpreter.allocate_tensors()
             self.shape, self.anchors = shape, self.model.anchors(*shape)
         canvas = np.zeros((*shape, 3), np.uint8)
-        canvas[:nh, :nw] = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA)
+        # Area averaging where the image shrinks a lot (no aliasing), bilinear otherwise (several times faster).
+        canvas[:nh, :nw] = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR)
         self.interpreter.set_tensor(self.input_index, canvas[None].astype(np.float32) / 127.5 - 1.0)
         self.interpreter.invoke()
         logits = self.interpreter.get_tensor(self.scores_index)[0, :, 0]
-        keep = logits > self.min_logit
-        if max_roll is not None:
-            eyes = self.interpreter.get_tensor(self.boxes_index)[0, :, 4:8]  # x, y of each eye, input pixels
-            roll = np.degrees(np.arctan2(eyes[:, 3] - eyes[:, 1], eyes[:, 2] - eyes[:, 0]))
-            keep &= np.abs(roll) <= max_roll
-        raw = self.interpreter.get_tensor(self.boxes_index)[0, keep, :4]
+        keep = np.flatnonzero(logits > self.min_logit)
+        raw = self.interpreter.get_tensor(self.boxes_index)[0, keep]
+        if max_roll is not None:  # eye x, y in columns 4-7, input pixels
+            roll = np.degrees(np.arctan2(raw[:, 7] - raw[:, 5], raw[:, 6] - raw[:, 4]))
+            keep, raw = keep[np.abs(roll) <= max_roll], raw[np.abs(roll) <= max_roll]
         side = np.array(shape[::-1], np.float32)  # input width, height
         centre = raw[:, :2] / side + self.anchors[keep]
         half = raw[:, 2:4] / side / 2

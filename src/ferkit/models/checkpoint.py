@@ -128,6 +128,19 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     meta = read_meta(path)
     # The weights are in the file: a header asking for pretrained ones is ignored, and nothing is downloaded.
     kwargs = {k: v for k, v in meta.get("kwargs", {}).items() if k not in ("pretrained", "pretrained_file")}
+    try:
+        with torch.device("meta"):  # shapes only, nothing allocated: a header may ask for a model of any size
+            shapes = {k: tuple(v.shape) for k, v in create_model(
+                meta["architecture"], num_classes=len(meta["labels"]), **kwargs).state_dict().items()}
+    except RuntimeError as e:  # sizes beyond any memory
+        raise FerkitError(f"{path}: its header describes a {meta['architecture']} that cannot be built "
+                          f"({str(e).splitlines()[0]}); use the file as ferkit wrote it") from None
+    with safe_open(str(path), framework="pt") as f:
+        stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    if shapes != stored:
+        wrong = sorted(set(shapes) ^ set(stored)) or [k for k in shapes if shapes[k] != stored[k]]
+        raise FerkitError(f"{path}: the weights do not fit the {meta['architecture']} its header describes "
+                          f"({len(wrong)} tensors differ, e.g. {wrong[0]})")
     model = create_model(meta["architecture"], num_classes=len(meta["labels"]), **kwargs)
     state = load_file(str(path), device="cpu")
     if not all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()):

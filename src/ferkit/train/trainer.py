@@ -430,13 +430,16 @@ class Trainer:
         if self.stage_epoch >= self.stages[min(self.stage, len(self.stages) - 1)].epochs or self.stop_stage:
             self.stage, self.stage_epoch = self.stage + 1, 0  # the saved epoch ended its stage
         self.model.load_state_dict(state["model"])
+        for c in self.callbacks:  # by class, so a resume may bring other callbacks (a printer, say)
+            if type(c).__name__ in state["callbacks"]:
+                c.load_state_dict(state["callbacks"][type(c).__name__])
         if self.stage < len(self.stages):
             self._start_stage(self.stage)
             if state["stage"] == self.stage:  # mid-stage: continue its optimizer and schedule
                 self.optimizer.load_state_dict(state["optimizer"])
                 if self.scheduler is not None and state["scheduler"] is not None:
                     self.scheduler.load_state_dict(state["scheduler"])
-            else:
+            else:  # the saved epoch ended a stage: the next one starts afresh, after the callbacks' saved state
                 self.stop_stage = False
                 for c in self.callbacks:
                     c.on_stage_start(self, self.stage)
@@ -444,9 +447,6 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        for c in self.callbacks:  # by class, so a resume may bring other callbacks (a printer, say)
-            if type(c).__name__ in state["callbacks"]:
-                c.load_state_dict(state["callbacks"][type(c).__name__])
 
 
 def train(cfg: RunConfig, run_dir: str | Path, progress: bool = False,
