@@ -14,11 +14,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
+from conftest import FERKIT, run_main
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from conftest import FERKIT, run_main
-from ferkit.models.checkpoint import META_KEY
+from ferkit.errors import FerkitError
+from ferkit.models.checkpoint import META_KEY, load_checkpoint
 
 PHOTO = Path(__file__).parents[1] / "src" / "ferkit" / "assets" / "astronaut.jpg"
 SHIPPED = Path(__file__).parents[1] / "src" / "ferkit" / "weights" / "default.safetensors"
@@ -245,3 +249,43 @@ def test_symlink_loops_and_fifos_neither_hang_nor_crash(tree, command, hostile_t
     else:
         assert [p["source"].endswith("a.png") for p in json.loads((tmp_path / "out" / "results.json").read_text())
                 ["results"]] == [True]
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=True) | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6)
+HEADER_FIELDS = ["architecture", "labels", "kwargs", "input", "kwargs.width", "kwargs.input_size", "kwargs.dropout",
+                 "input.size", "input.face_size", "input.channels", "labels.0"]
+
+
+@pytest.fixture(scope="module")
+def shipped_state():
+    with safe_open(str(SHIPPED), framework="pt") as f:
+        meta = json.loads(f.metadata()[META_KEY])
+    return meta, load_file(str(SHIPPED))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(HEADER_FIELDS), value=JSON)
+def test_any_checkpoint_header_loads_or_is_refused_in_one_line(field, value, shipped_state, tmp_path):
+    """Whatever a checkpoint's header says in one of its fields, loading either gives a model that answers with
+    probabilities or raises ferkit's one-line error; never another exception, never an allocation the header
+    asked for."""
+    meta, state = shipped_state
+    meta = json.loads(json.dumps(meta))
+    *parents, last = field.split(".")
+    node = meta
+    for key in parents:
+        node = node[key]
+    node[int(last) if isinstance(node, list) else last] = value
+    path = tmp_path / "model.safetensors"
+    save_file(state, str(path), metadata={META_KEY: json.dumps(meta)})
+    try:
+        model, loaded = load_checkpoint(path)
+    except FerkitError as e:
+        assert "\n" not in str(e)
+        return
+    size = loaded["input"]["size"]
+    probs = model(torch.zeros(2, 1, size, size)).softmax(1)
+    assert probs.shape == (2, len(loaded["labels"])) and torch.isfinite(probs).all()
