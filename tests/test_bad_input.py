@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import FERKIT, run_main
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -268,6 +268,8 @@ def shipped_state():
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(field=st.sampled_from(HEADER_FIELDS), value=JSON)
+@example(field="kwargs.width", value=10**12)  # a model too large to exist
+@example(field="kwargs.width", value=20_000)  # a model of 29 billion parameters, that would fill the memory
 def test_any_checkpoint_header_loads_or_is_refused_in_one_line(field, value, shipped_state, tmp_path):
     """Whatever a checkpoint's header says in one of its fields, loading either gives a model that answers with
     probabilities or raises ferkit's one-line error; never another exception, never an allocation the header
