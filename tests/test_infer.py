@@ -697,3 +697,20 @@ def test_recognizer_takes_any_sensible_array_and_refuses_the_rest_in_one_line():
             rec.predict(image)
     with pytest.raises(FerkitError, match="face 1: shape"):
         rec.predict_faces([photo, np.zeros((0, 4), np.uint8)])
+
+
+@pytest.mark.parametrize("name", ["haar", "blazeface_multiscale"])
+def test_one_recognizer_shared_by_threads_answers_each_its_own_image(name):
+    """The app shares one Recognizer between browser sessions and the webcam thread: called from several threads at
+    once, every call gets the faces of its own image (the detectors' native state is used one call at a time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rec = Recognizer.load(detector=name)
+    photo = cv2.imread(str(SAMPLE_PHOTO))
+    images = [photo, cv2.imread(str(NO_FACE)), cv2.resize(photo, (384, 384)), photo[:, ::-1].copy()]
+    expected = [[f.to_dict() for f in rec.predict(im)] for im in images]
+    assert [len(e) for e in expected] == [1, 0, 1, 1]
+    jobs = [k % len(images) for k in range(64)]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda k: [f.to_dict() for f in rec.predict(images[k])], jobs))
+    assert got == [expected[k] for k in jobs]

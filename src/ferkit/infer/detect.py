@@ -52,7 +52,8 @@ HAAR_WINDOW = 24  # the cascade's own window: no face smaller than this is found
 BLAZEFACE_NMS_IOU = 0.3  # MediaPipe's overlap for merging BlazeFace boxes
 FINE_FACE = 32  # pixels a face of min_face is scaled to in blazeface_multiscale's fine pass ...
 FINE_PIXELS = 100_000  # ... within this many input pixels (about 7 ms on two cores)
-FINE_MAX_ROLL = 30  # degrees: the fine pass's faces are roughly upright
+FINE_MAX_ROLL = 30  # degrees: the fine pass's faces are roughly upright ...
+FINE_MIN_SCORE = 0.6  # ... and score at least this
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,9 @@ class Detector:
             raise FerkitError(f"max_side {max_side} is too small to find faces; use at least 64 or None")
         self.max_side = max_side
         self.min_face = min_face
+        # OpenCV's cascades and LiteRT's interpreters keep per-call state: one call at a time per detector, so that
+        # a detector shared by threads (app sessions, a webcam thread) never hands one image's faces to another.
+        self._lock = threading.Lock()
 
     def __call__(self, image: np.ndarray) -> list[Detection]:
         """Faces in a BGR (H, W, 3) or gray (H, W) uint8 image."""
@@ -108,8 +112,10 @@ class Detector:
             return []
         small = image if scale == 1.0 else cv2.resize(image, (round(w * scale), round(h * scale)),
                                                       interpolation=cv2.INTER_AREA)
+        with self._lock:
+            raw = self._detect(small, min_size)
         found = []
-        for box, score in self._detect(small, min_size):
+        for box, score in raw:
             x, y, bw, bh = reframe(box, self.framing)
             # Back to full-image pixels; the frame may leave the image where the face is cut by the border.
             x0, y0, x1, y1 = round(x / scale), round(y / scale), round((x + bw) / scale), round((y + bh) / scale)
@@ -319,13 +325,14 @@ class BlazeFaceMultiscaleDetector(Detector):
     """BlazeFace's short-range model twice: on the whole image at its own 128x128 (close-ups), and on a copy large
     enough that a face of ``min_face`` pixels is about ``FINE_FACE`` pixels to it, at most ``fine_pixels`` pixels
     (small faces: group photos, people further away); the boxes of both passes are merged. The fine pass keeps
-    only faces whose eye line is within ``FINE_MAX_ROLL`` degrees of level: at that scale collars and cup handles
-    pass for strongly tilted faces, and the models classify upright faces."""
+    only faces whose eye line is within ``FINE_MAX_ROLL`` degrees of level and that score at least
+    ``FINE_MIN_SCORE``: at that scale collars, cup handles and flags pass for faces, strongly tilted or faint. The
+    default ``min_score`` (0.55, MediaPipe's is 0.5) keeps a helmet of the sample photo out of the 128x128 pass."""
 
     name = "blazeface_multiscale"
     framing = (0.826, 0.059)  # the fine pass's boxes are a little larger than the 128x128 pass's
 
-    def __init__(self, max_side: int | None = MAX_SIDE, min_face: int = MIN_FACE, min_score: float = 0.5,
+    def __init__(self, max_side: int | None = MAX_SIDE, min_face: int = MIN_FACE, min_score: float = 0.55,
                  fine_pixels: int = FINE_PIXELS):
         super().__init__(max_side, min_face)
         self.min_score = check_min_score(min_score)
@@ -333,7 +340,8 @@ class BlazeFaceMultiscaleDetector(Detector):
             raise FerkitError(f"fine_pixels {fine_pixels} must be at least {128 * 128} (one 128x128 input)")
         self.fine_pixels = fine_pixels
         model = BLAZEFACE_MODELS["blazeface_short"]
-        self.coarse, self.fine = BlazeFaceNet(model, min_score), BlazeFaceNet(model, min_score)
+        self.coarse = BlazeFaceNet(model, min_score)
+        self.fine = BlazeFaceNet(model, max(min_score, FINE_MIN_SCORE))
 
     def _detect(self, image, min_size):
         rgb = to_rgb(image)
