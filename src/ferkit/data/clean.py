@@ -95,7 +95,7 @@ def summarize(findings: list[Finding]) -> dict[str, dict[str, int]]:
 
 
 def write_report(scan: Scan, findings: list[Finding], out_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``clean_report.json`` (summary) and ``flagged.csv`` (one row per flagged file) atomically."""
+    """Write ``flagged.csv`` (one row per flagged file), then ``clean_report.json`` (summary), each atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = {
@@ -108,9 +108,10 @@ def write_report(scan: Scan, findings: list[Finding], out_dir: str | Path) -> tu
         "findings": summarize(findings),
     }
     json_path, csv_path = out / "clean_report.json", out / "flagged.csv"
-    atomic_write(json_path, json.dumps(report, indent=2) + "\n")
     lines = [["split", "path", "reason", "detail"]] + [list(asdict(f).values()) for f in findings]
-    atomic_write(csv_path, _csv_text(lines))
+    summary, flagged = json.dumps(report, indent=2) + "\n", _csv_text(lines)  # both whole before either is written
+    atomic_write(csv_path, flagged)
+    atomic_write(json_path, summary)  # the summary last: where it is new, the list beside it is too
     return json_path, csv_path
 
 
