@@ -213,7 +213,7 @@ def test_grad_cam_finds_a_timm_backbones_last_stage():
      "has no 'private' split; it has: train, test"),
     (lambda r, d, t: [r, "--data", d, "--tta", "mirror", "--out", t / "out" / "r.html"], "unknown TTA 'mirror'"),
     (lambda r, d, t: [r, "--data", d, "--out", t / "notes.txt" / "r.html"], "is a file, not a folder"),
-    (lambda r, d, t: [r, "--data", d, "--out", t / "out"], "the report is one HTML file; give a file name ending in .html"),
+    (lambda r, d, t: [r, "--data", d, "--out", t / "out"], "one HTML file; give a file name ending in .html"),
     (lambda r, d, t: [r, "--data", d, "--out", t / "dir.html"], "is a folder"),
 ])
 def test_bad_input_one_line_exit_2(runs, data, tmp_path, capsys, make_args, message):
