@@ -24,6 +24,21 @@ def run_cli(*args) -> subprocess.CompletedProcess:
     return subprocess.run([str(FERKIT), *map(str, args)], capture_output=True, text=True)
 
 
+def kill_once(args, glob_dir: Path, pattern: str, timeout: float = 120) -> None:
+    """Start ``ferkit ARGS`` in a new process and SIGKILL it as soon as ``glob_dir`` holds ``pattern``."""
+    import os
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "ferkit", *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline and not list(glob_dir.glob(pattern)):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def run_main(capsys, *args) -> tuple[int, str, str]:
     """``ferkit ARGS`` in this process: (exit code, stdout, stderr)."""
     from ferkit.cli import main

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli, write_kaggle_folder
+from conftest import kill_once, run_cli, write_kaggle_folder
 
 from ferkit.errors import FerkitError
 from ferkit.evaluate import evaluate
@@ -88,20 +88,8 @@ def test_export_cli_and_bad_inputs(exported, tmp_path):
 def test_killed_export_leaves_staging_that_the_next_export_removes(tmp_path):
     """kill -9 during an export: nothing at the output path; the next export into the folder removes the killed
     run's staging folder and publishes its file whole."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     out = tmp_path / "model.onnx"
-    proc = subprocess.Popen([sys.executable, "-m", "ferkit", "export", "default", "--onnx", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(tmp_path.glob(".ferkit-export-*")):
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_once(["export", "default", "--onnx", out], tmp_path, ".ferkit-export-*")
     (stale,) = tmp_path.glob(".ferkit-export-*")
     assert not out.exists()
     r = run_cli("export", "default", "--onnx", str(out))

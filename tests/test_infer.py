@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import run_main
+from conftest import kill_once, run_main
 
 from ferkit.errors import FerkitError
 from ferkit.infer import SAMPLE_PHOTO, Face, Recognizer, annotate, get_detector, list_detectors, process_video
@@ -636,22 +636,12 @@ def test_iou():
 
 
 def test_killed_predict_leaves_staging_that_the_next_run_removes(tmp_path):
-    import os
-    import signal
-    import time
-
     photos = tmp_path / "photos"
     photos.mkdir()
     for i in range(60):
         (photos / f"p{i:02d}.jpg").write_bytes(SAMPLE_PHOTO.read_bytes())
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "ferkit", "predict", str(photos), "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(out.glob(".ferkit-predict-*/*.jpg")):
-        time.sleep(0.1)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_once(["predict", photos, "--out", out], out, ".ferkit-predict-*/*.jpg")
     (stale,) = out.glob(".ferkit-predict-*")  # killed mid-run: nothing published, the staging folder left
     assert not (out / "results.json").exists()
     code = subprocess.run([sys.executable, "-m", "ferkit", "predict", str(photos / "p00.jpg"), "--out", str(out)],
