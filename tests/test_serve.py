@@ -57,6 +57,9 @@ def test_sample_photo_gives_one_happy_face(server):
     assert (image["name"], image["width"], image["height"]) == ("astronaut.jpg", 512, 512)
     assert len(image["faces"]) == 1 and image["faces"][0]["emotion"] == "happy"
     assert set(image["timing_ms"]) == {"decode", "detect", "classify", "total"}
+    # Each request runs on one core (concurrent ones fill the others), unless --threads says otherwise.
+    serving = httpx.get(f"{server}/v1/models", headers=HEADERS).json()["serving"]
+    assert (serving["threads"], serving["workers"]) == (1, 2)
     # The raw bytes of one image are the same request.
     raw = httpx.post(f"{server}/v1/faces", content=SAMPLE_PHOTO.read_bytes(), headers=HEADERS, timeout=60)
     assert raw.json()["images"][0]["faces"] == image["faces"]
@@ -176,6 +179,21 @@ def test_micro_batcher_merges_concurrent_faces_and_splits_the_answers(fer_zip):
         await batcher.stop()
         return out
 
+    async def lone(more_coming: bool):  # one request, then another once the first is answered
+        batcher = MicroBatcher(classifier.predict, max_batch=8, max_wait_s=2.0, on_batch=sizes.append,
+                               more_coming=lambda: more_coming)
+        await batcher.start()
+        first = asyncio.ensure_future(batcher.classify(requests[0]))
+        await asyncio.sleep(0.2)
+        await asyncio.gather(first, batcher.classify(requests[1]))
+        await batcher.stop()
+
+    asyncio.run(lone(True))  # the first waits for more faces, and the second joins it
+    assert sizes == [len(requests[0]) + len(requests[1])]
+    sizes.clear()
+    asyncio.run(lone(False))  # nothing else on its way: the first goes at once
+    assert sizes == [len(requests[0]), len(requests[1])]
+    sizes.clear()
     batched = asyncio.run(run(True))
     assert sum(sizes) == sum(map(len, requests)) and max(sizes) <= 8 and len(sizes) < len(requests)
     sizes.clear()
@@ -217,7 +235,7 @@ def test_serve_needs_its_options_right(tmp_path):
     assert bad.returncode == 2 and "--port 0 is out of range" in bad.stderr
 
 
-def test_full_queue_answers_503_with_retry_after():
+def test_full_queue_answers_503_and_a_slow_request_504():
     from fastapi.testclient import TestClient
 
     from ferkit.serve.app import Settings, create_app
@@ -226,3 +244,7 @@ def test_full_queue_answers_503_with_retry_after():
         r = client.post("/v1/faces", content=SAMPLE_PHOTO.read_bytes())
         assert r.status_code == 503 and r.headers["retry-after"] == "1" and r.json()["error"] == "busy"
         assert client.get("/readyz").status_code == 200  # health checks are never queued
+        assert 'ferkit_errors_total{code="503",route="/v1/faces"} 1.0' in client.get("/metrics").text
+    with TestClient(create_app(Settings(timeout_s=0.001))) as client:
+        r = client.post("/v1/faces", content=SAMPLE_PHOTO.read_bytes())
+        assert r.status_code == 504 and r.json()["error"] == "timeout"

@@ -1,6 +1,9 @@
-"""Where models run: the device a name stands for, and whether its hardware computes bf16 natively."""
+"""Where models run: the device a name stands for, whether its hardware computes bf16 natively, and how many CPU
+threads one model call may use."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -21,3 +24,23 @@ def native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+_cpu_threads: int | None = None
+
+
+def cpu_threads() -> int:
+    """Threads one model call may use on the CPU (LiteRT, onnxruntime, torch, OpenCV): every core unless
+    ``set_cpu_threads`` said otherwise. Read when a runtime is created; set it first."""
+    return _cpu_threads or os.cpu_count() or 1
+
+
+def set_cpu_threads(n: int) -> None:
+    """Let each model call use ``n`` threads, process-wide. A server that runs one request per core sets 1: the
+    cores are then shared between requests rather than within one, which wastes less on thread hand-offs."""
+    import cv2
+
+    global _cpu_threads
+    _cpu_threads = n
+    torch.set_num_threads(n)
+    cv2.setNumThreads(n)

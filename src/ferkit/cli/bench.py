@@ -38,8 +38,8 @@ def add_parsers(bench) -> None:
     p = bench.add_parser("serve", help="the HTTP API under load: photos/s and latency percentiles, one client "
                          "against many, with and without micro-batching")
     p.add_argument("--model", default="default", help="model to serve (default: default)")
-    p.add_argument("--detector", default="auto",
-                   help="face detector (default: auto, BlazeFace if installed, else haar)")
+    p.add_argument("--detector", default="auto", help="face detector (default: auto, as ferkit predict)")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], help="classifier runtime (default: by file type)")
     p.add_argument("--clients", type=int, default=16, help="concurrent clients (default: 16)")
     p.add_argument("--requests", type=int, default=200, help="requests per scenario (default: 200)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -165,12 +165,13 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
 
     from ferkit.bench.serve import bench_serve
 
-    rows = bench_serve(args.model, args.detector, args.clients, args.requests)
+    rows = bench_serve(args.model, args.detector, args.backend, args.clients, args.requests)
     if args.json:
         print(json.dumps([r.to_dict() for r in rows], indent=2))
         return 0
-    table = new_table(f"ferkit serve: POST /v1/faces of a 640x480 one-face JPEG, {args.model} + {args.detector}, "
-                      f"{args.requests} requests per row, {os.cpu_count()} CPU cores",
+    runtime = f" on {args.backend}" if args.backend else ""
+    table = new_table(f"ferkit serve: POST /v1/faces of a 640x480 one-face JPEG, {args.model} + {args.detector}"
+                      f"{runtime}, {args.requests} requests per row, {os.cpu_count()} CPU cores",
                       ("scenario", "clients", "photos/s", "p50 ms", "p95 ms", "p99 ms", "vs one client"),
                       left=("scenario",))
     for r in rows:

@@ -33,6 +33,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", help="require this key in the X-API-Key header (or set FERKIT_API_KEY)")
     p.add_argument("--workers", type=int, help="detection threads (default: the CPU cores)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads per model call (default: 1, each request on one core and concurrent ones on "
+                        "the others; the cores give a lone client the lowest latency)")
     p.add_argument("--no-batching", action="store_true", help="classify each request's faces on their own")
     p.add_argument("--max-wait-ms", type=float, default=4.0, help="how long a batch waits for more faces")
     p.add_argument("--max-queue", type=int, default=64, help="requests in flight past which it answers 503")
@@ -55,7 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     require_serve_extra()
     from ferkit.serve.app import Settings
 
-    for name in ("workers", "max_queue", "port"):
+    for name in ("workers", "threads", "max_queue", "port"):
         value = getattr(args, name)
         if value is not None and not 0 < value < (65536 if name == "port" else 10_000):
             raise FerkitError(f"--{name.replace('_', '-')} {value} is out of range")
@@ -64,7 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings(model=args.model, detector=args.detector, backend=args.backend, tta=args.tta,
                         api_key=args.api_key or os.environ.get("FERKIT_API_KEY") or None,
                         batching=not args.no_batching, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
-                        max_upload_mb=args.max_upload_mb, timeout_s=args.timeout)
+                        max_upload_mb=args.max_upload_mb, timeout_s=args.timeout, threads=args.threads)
     if args.workers:
         settings.workers = args.workers
     serve(settings, args.host, args.port)

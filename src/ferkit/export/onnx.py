@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ferkit.device import cpu_threads
 from ferkit.errors import FerkitError
 from ferkit.fileio import check_out_file, staging_dir
 from ferkit.models.checkpoint import META_KEY, is_onnx, load_checkpoint, parse_meta, resolve_checkpoint
@@ -61,6 +62,7 @@ def _session(path: str | Path):
     # Idle worker threads sleep instead of spinning: a face model runs between detector calls, and spinning threads
     # would take the CPU from them.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.intra_op_num_threads = cpu_threads()
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 

@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 
 from ferkit.data.formats import to_gray
+from ferkit.device import cpu_threads
 from ferkit.errors import FerkitError, UnknownNameError
 
 log = logging.getLogger(__name__)
@@ -244,7 +245,7 @@ class BlazeFaceNet:
         self.model = model
         self.min_logit = np.log(min_score / (1 - min_score))
         with native_stderr_silenced():  # LiteRT logs an INFO line about its XNNPACK delegate
-            self.interpreter = Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
+            self.interpreter = Interpreter(model_path=str(path), num_threads=cpu_threads())
             self.interpreter.allocate_tensors()
         self.input_index = self.interpreter.get_input_details()[0]["index"]
         outputs = sorted(self.interpreter.get_output_details(), key=lambda o: -o["shape"][-1])

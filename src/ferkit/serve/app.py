@@ -28,8 +28,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ferkit.device import cpu_threads
 from ferkit.errors import DataError, FerkitError
 from ferkit.infer.crop import crop_faces
 from ferkit.infer.detect import DEFAULT_DETECTOR, PerThreadDetector
@@ -52,6 +54,7 @@ class Settings:
     tta: str = "none"  # none | flip | tencrop, as ferkit predict
     api_key: str | None = None
     workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))  # detection threads
+    threads: int = 1  # CPU threads per model call: requests share the cores, each one runs on one
     batching: bool = True
     max_batch: int = 64  # faces per forward pass
     max_wait_ms: float = 4.0  # how long a batch waits for more faces
@@ -123,38 +126,46 @@ class Engine:
         self.settings = settings
         self.recognizer = Recognizer.load(settings.model, settings.detector, settings.backend, settings.tta)
         self.metrics = Metrics()
+        self.detecting = 0  # requests between upload and classification: their faces are on their way
         self.batcher = MicroBatcher(self.recognizer.classifier.predict, settings.max_batch,
-                                    settings.max_wait_ms / 1000, settings.batching, self.metrics.batch_size.observe)
+                                    settings.max_wait_ms / 1000, settings.batching, self.metrics.batch_size.observe,
+                                    lambda: self.detecting > 0)
         self.detector = PerThreadDetector(settings.detector)  # used from the pool's threads
         self.pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="ferkit-detect")
         self.jobs = JobQueue(self.recognizer, settings.detector, settings.max_jobs)
         self.in_flight = 0
         self.ready = False
 
-    def detect(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
-        return [d.box for d in self.detector(image)]
-
-    async def faces(self, name: str, data: bytes) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
+    def decode_and_detect(self, name: str, data: bytes) -> tuple[np.ndarray, list, np.ndarray, float, float]:
+        """In a pool thread: (image, face boxes, face crops, seconds decoding took, seconds detecting took)."""
         t0 = time.perf_counter()
         try:
-            image = await loop.run_in_executor(self.pool, decode_image, data, name, self.settings.max_pixels)
+            image = decode_image(data, name, self.settings.max_pixels)
         except ImageTooLarge as e:
             raise ApiError(413, "image too large", str(e)) from None
         except DataError as e:
             raise ApiError(415, "not an image", str(e)) from None
         t1 = time.perf_counter()
-        boxes = await loop.run_in_executor(self.pool, self.detect, image)
-        t2 = time.perf_counter()
+        boxes = [d.box for d in self.detector(image)]
         crops = crop_faces(image, boxes, self.recognizer.classifier.face_size)
+        return image, boxes, crops, t1 - t0, time.perf_counter() - t1
+
+    async def faces(self, name: str, data: bytes) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        self.detecting += 1
+        try:  # one hand-off to the pool per image: each one waits in its queue once
+            image, boxes, crops, decode, detect = await asyncio.get_running_loop().run_in_executor(
+                self.pool, self.decode_and_detect, name, data)
+        finally:
+            self.detecting -= 1
+        t2 = time.perf_counter()
         probs = await self.batcher.classify(crops) if len(boxes) else np.zeros((0, len(self.recognizer.labels)))
         t3 = time.perf_counter()
         self.metrics.faces.inc(len(boxes))
         faces = make_faces(boxes, probs, self.recognizer.labels)
+        ms = {"decode": decode, "detect": detect, "classify": t3 - t2, "total": t3 - t0}  # total: with waits
         return {"name": name, "width": int(image.shape[1]), "height": int(image.shape[0]),
-                "faces": [f.to_dict() for f in faces],
-                "timing_ms": {"decode": round((t1 - t0) * 1000, 2), "detect": round((t2 - t1) * 1000, 2),
-                              "classify": round((t3 - t2) * 1000, 2), "total": round((t3 - t0) * 1000, 2)}}
+                "faces": [f.to_dict() for f in faces], "timing_ms": {k: round(v * 1000, 2) for k, v in ms.items()}}
 
     async def warm_up(self) -> None:
         from ferkit.infer.source import SAMPLE_PHOTO
@@ -222,36 +233,7 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
     app.state.engine = engine
     m = engine.metrics
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        path = request.url.path
-        route = path if path in OPEN_PATHS or not path.startswith("/v1/jobs/") else "/v1/jobs/{id}"
-        start = time.perf_counter()
-        try:
-            if path not in OPEN_PATHS and settings.api_key:
-                given = request.headers.get(API_KEY_HEADER) or request.headers.get("authorization", "")
-                given = given.removeprefix("Bearer ").strip()
-                if not secrets.compare_digest(given.encode(), settings.api_key.encode()):
-                    raise ApiError(401, "unauthorized", f"send the API key in the {API_KEY_HEADER} header")
-            if not path.startswith("/v1/"):
-                response = await call_next(request)
-            elif engine.in_flight >= settings.max_queue:
-                raise ApiError(503, "busy", f"{engine.in_flight} requests in flight; retry shortly",
-                               {"Retry-After": "1"})
-            else:
-                engine.in_flight += 1
-                m.queue_depth.set(engine.in_flight)
-                try:
-                    response = await asyncio.wait_for(call_next(request), settings.timeout_s)
-                except TimeoutError:
-                    raise ApiError(504, "timeout", f"the request took more than {settings.timeout_s:g} s") from None
-                finally:
-                    engine.in_flight -= 1
-                    m.queue_depth.set(engine.in_flight)
-        except ApiError as e:
-            response = error_response(e)
-        m.observe(route, request.method, response.status_code, time.perf_counter() - start)
-        return response
+    app.add_middleware(Guard, engine=engine)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError):
@@ -272,13 +254,13 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
 
     @app.post("/v1/faces", response_model=FacesOut, responses=ERRORS, openapi_extra=IMAGE_BODY,
               summary="Faces and their emotions in one or several images")
-    async def faces(request: Request) -> dict[str, Any]:
+    async def faces(request: Request) -> JSONResponse:
         files = await uploads(request, "files", settings.max_upload_mb, settings.max_images)
         if len(files) > settings.max_images:
             raise ApiError(413, "too many images", f"{len(files)} images; the limit is {settings.max_images} "
                            "per request")
         images = await asyncio.gather(*(engine.faces(name, data) for name, data in files))
-        return {"model": settings.model, "images": list(images)}
+        return JSONResponse({"model": settings.model, "images": list(images)})  # built to FacesOut: not re-checked
 
     @app.post("/v1/videos", status_code=202, responses=ERRORS, openapi_extra=VIDEO_BODY,
               summary="Start a video job: faces tracked over the frames")
@@ -307,7 +289,8 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
     async def models() -> dict[str, Any]:
         from ferkit.models.weights import WEIGHTS
 
-        return {"serving": {**engine.recognizer.describe(), "model": settings.model},
+        return {"serving": {**engine.recognizer.describe(), "model": settings.model, "threads": cpu_threads(),
+                            "workers": settings.workers},
                 "shipped": [{"name": w.name, "summary": w.summary} for w in WEIGHTS.values()]}
 
     @app.get("/healthz", summary="The process is up")
@@ -325,6 +308,55 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
         return Response(m.render(), media_type=m.content_type)
 
     return app
+
+
+class Guard:
+    """Around every HTTP request (plain ASGI, no task per request): the API key (401), the in-flight limit (503
+    with Retry-After), the per-request timeout (504) and the request metrics."""
+
+    def __init__(self, app, engine: Engine):
+        self.app, self.engine, self.settings = app, engine, engine.settings
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path, engine, settings = scope["path"], self.engine, self.settings
+        route = path if path in OPEN_PATHS or not path.startswith("/v1/jobs/") else "/v1/jobs/{id}"
+        start = time.perf_counter()
+        status = None  # once the response has started
+
+        async def send_status(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if path not in OPEN_PATHS and settings.api_key:
+                headers = Headers(scope=scope)
+                given = (headers.get(API_KEY_HEADER) or headers.get("authorization", "")).removeprefix("Bearer ")
+                if not secrets.compare_digest(given.strip().encode(), settings.api_key.encode()):
+                    raise ApiError(401, "unauthorized", f"send the API key in the {API_KEY_HEADER} header")
+            if not path.startswith("/v1/"):
+                await self.app(scope, receive, send_status)
+            elif engine.in_flight >= settings.max_queue:
+                raise ApiError(503, "busy", f"{engine.in_flight} requests in flight; retry shortly",
+                               {"Retry-After": "1"})
+            else:
+                engine.in_flight += 1
+                engine.metrics.queue_depth.set(engine.in_flight)
+                try:
+                    await asyncio.wait_for(self.app(scope, receive, send_status), settings.timeout_s)
+                except TimeoutError:
+                    raise ApiError(504, "timeout", f"the request took more than {settings.timeout_s:g} s") from None
+                finally:
+                    engine.in_flight -= 1
+                    engine.metrics.queue_depth.set(engine.in_flight)
+        except ApiError as e:
+            if status is None:  # an answer already under way cannot be replaced; the connection closes
+                await error_response(e)(scope, receive, send_status)
+        finally:
+            engine.metrics.observe(route, scope["method"], status or 500, time.perf_counter() - start)
 
 
 def error_response(e: ApiError) -> JSONResponse:

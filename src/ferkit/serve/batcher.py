@@ -1,9 +1,9 @@
 """Micro-batching: faces from concurrent requests classified together, in one forward pass per batch.
 
 Each request hands its face crops to ``MicroBatcher.classify`` and awaits its own probabilities. One loop takes the
-first waiting request, everything queued behind it, and whatever arrives within ``max_wait_s``, up to ``max_batch``
-faces (a larger request goes alone), and runs the classifier once for all of them in its own thread; while it runs,
-the next batch gathers.
+first waiting request, everything queued behind it, and whatever arrives within ``max_wait_s`` while ``more_coming()``
+says other requests are still on their way (a lone request never waits), up to ``max_batch`` faces (a larger request
+goes alone), and runs the classifier once for all of them in its own thread; while it runs, the next batch gathers.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ import numpy as np
 
 class MicroBatcher:
     def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_batch: int = 64, max_wait_s: float = 0.004,
-                 enabled: bool = True, on_batch: Callable[[int], None] | None = None):
+                 enabled: bool = True, on_batch: Callable[[int], None] | None = None,
+                 more_coming: Callable[[], bool] = lambda: True):
         self.predict = predict
+        self.more_coming = more_coming  # whether faces of other requests may still arrive
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.enabled = enabled
@@ -62,7 +64,7 @@ class MicroBatcher:
             deadline = loop.time() + self.max_wait_s
             while size < self.max_batch:
                 if self._queue.empty():
-                    wait = deadline - loop.time()
+                    wait = deadline - loop.time() if self.more_coming() else 0
                     if wait <= 0:
                         break
                     try:
