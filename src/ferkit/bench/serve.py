@@ -83,7 +83,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def bench_serve(model: str = "default", detector: str = DEFAULT_DETECTOR, backend: str | None = None,
-                clients: int = 16, requests: int = 200, warmup: int = 10) -> list[ServeRow]:
+                clients: int = 16, requests: int = 400, warmup: int = 10) -> list[ServeRow]:
     """One client sequentially, ``clients`` with micro-batching, ``clients`` without; ratios against the first."""
     from ferkit.serve import require_serve_extra, running_server
 

@@ -41,7 +41,7 @@ def add_parsers(bench) -> None:
     p.add_argument("--detector", default="auto", help="face detector (default: auto, as ferkit predict)")
     p.add_argument("--backend", choices=["torch", "onnxruntime"], help="classifier runtime (default: by file type)")
     p.add_argument("--clients", type=int, default=16, help="concurrent clients (default: 16)")
-    p.add_argument("--requests", type=int, default=200, help="requests per scenario (default: 200)")
+    p.add_argument("--requests", type=int, default=400, help="requests per scenario (default: 400)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=cmd_bench_serve)
 
