@@ -76,6 +76,34 @@ def test_local_engine_writes_faces_and_status_parquet(inputs, tmp_path, capsys):
     assert len(read(out, "status")) == 15
 
 
+def test_local_engine_runs_a_thread_per_call_and_searches_two_chunks_ahead(inputs):
+    import torch
+
+    from ferkit.device import cpu_threads
+    from ferkit.infer.archive import ChunkProcessor, _pipelined, list_inputs
+
+    events = []
+
+    class Recorded(ChunkProcessor):
+        def submit(self, refs):
+            events.append("submit")
+            return super().submit(refs)
+
+        def finish(self, refs, futures):
+            events.append(("finish", torch.get_num_threads(), cpu_threads()))
+            return super().finish(refs, futures)
+
+    before = (torch.get_num_threads(), cpu_threads())
+    assert before[1] > 1
+    processor = Recorded(workers=2)
+    refs = sorted((r for r in list_inputs([inputs / "photos"]) if r.kind == "image"), key=lambda r: r.source)
+    results = list(_pipelined(processor, iter([[r] for r in refs])))
+    processor.close()
+    assert events[:4] == ["submit", "submit", "submit", ("finish", 1, 1)] and len(events) == 2 * len(refs)
+    assert [statuses[0]["source"] for statuses, _ in results] == [r.source for r in refs]
+    assert (torch.get_num_threads(), cpu_threads()) == before  # given back once the job is done
+
+
 def test_resume_after_kill_9_processes_each_input_once(fer_zip, tmp_path):
     folder = tmp_path / "many"
     folder.mkdir()

@@ -35,12 +35,14 @@ def cpu_threads() -> int:
     return _cpu_threads or os.cpu_count() or 1
 
 
-def set_cpu_threads(n: int) -> None:
-    """Let each model call use ``n`` threads, process-wide. A server that runs one request per core sets 1: the
-    cores are then shared between requests rather than within one, which wastes less on thread hand-offs."""
+def set_cpu_threads(n: int | None) -> int | None:
+    """Let each model call use ``n`` threads (None: every core), process-wide; gives the previous setting back.
+    Code that runs one model call per core sets 1: the cores are then shared between calls rather than within one,
+    which wastes less on thread hand-offs."""
     import cv2
 
     global _cpu_threads
-    _cpu_threads = n
-    torch.set_num_threads(n)
-    cv2.setNumThreads(n)
+    previous, _cpu_threads = _cpu_threads, n
+    torch.set_num_threads(cpu_threads())
+    cv2.setNumThreads(cpu_threads())
+    return previous

@@ -20,6 +20,7 @@ import os
 import tarfile
 import time
 import zipfile
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -134,19 +135,18 @@ class ChunkProcessor:
 
     def __init__(self, model: str = "default", detector: str = DEFAULT_DETECTOR, backend: str | None = None,
                  tta: str = "none", workers: int | None = None, detect_every: int = 3):
+        from ferkit.device import set_cpu_threads
         from ferkit.infer.classify import load_classifier
         from ferkit.infer.detect import PerThreadDetector
 
+        self.workers = workers or os.cpu_count() or 1
+        # The pool's threads are the parallelism: threads of their own inside each model call would fight them.
+        # Set before any runtime is made (LiteRT and onnxruntime read it then); close() sets it back.
+        self._threads_before = set_cpu_threads(1) if self.workers > 1 else None
         self.classifier = load_classifier(model, backend, tta)
         self.detector = PerThreadDetector(detector)
         self.detect_every = detect_every
         self.labels = self.classifier.labels
-        self.workers = workers or os.cpu_count() or 1
-        if self.workers > 1:
-            # The pool's threads are the parallelism: OpenCV's own threads inside each detection would fight them.
-            import cv2
-
-            cv2.setNumThreads(1)
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ferkit-detect")
 
     def _detect(self, ref: InputRef) -> tuple[InputRef, Any, float]:
@@ -228,7 +228,11 @@ class ChunkProcessor:
         return statuses, faces
 
     def close(self) -> None:
+        from ferkit.device import set_cpu_threads
+
         self.pool.shutdown(wait=True)
+        if self.workers > 1:
+            set_cpu_threads(self._threads_before)
 
 
 def _status(ref: InputRef, status: str, reason: str, faces: int = 0, width: int = 0, height: int = 0,
@@ -386,16 +390,16 @@ def predict_archive(inputs: Sequence[str | Path], out: str | Path, model: str = 
                         counts["unreadable"], time.perf_counter() - start)
 
 
-def _pipelined(processor: ChunkProcessor, chunk_iter: Iterator[list[InputRef]]):
-    """Each chunk's results, with the next chunk's photos already decoding and detecting meanwhile."""
-    pending = None
+def _pipelined(processor: ChunkProcessor, chunk_iter: Iterator[list[InputRef]], ahead: int = 2):
+    """Each chunk's results, with the photos of the next ``ahead`` chunks already decoding and detecting meanwhile
+    (so the pool never waits while a chunk is classified and written)."""
+    pending: deque = deque()
     for refs in chunk_iter:
-        started = (refs, processor.submit(refs))
-        if pending is not None:
-            yield processor.finish(*pending)
-        pending = started
-    if pending is not None:
-        yield processor.finish(*pending)
+        pending.append((refs, processor.submit(refs)))
+        if len(pending) > ahead:
+            yield processor.finish(*pending.popleft())
+    while pending:
+        yield processor.finish(*pending.popleft())
 
 
 def _chain(first: InputRef, rest: Iterator[InputRef]) -> Iterator[InputRef]:
@@ -416,9 +420,9 @@ class _RayChunkActor:
     """A Ray actor: the model loaded once; each call processes the chunks of one Ray Data batch."""
 
     def __init__(self, model, detector, backend, tta, detect_every):
-        import cv2
+        from ferkit.device import set_cpu_threads
 
-        cv2.setNumThreads(1)  # one actor per CPU is the parallelism
+        set_cpu_threads(1)  # one actor per CPU is the parallelism
         self.processor = ChunkProcessor(model, detector, backend, tta, 1, detect_every)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
