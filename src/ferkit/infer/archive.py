@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -35,6 +35,7 @@ from ferkit.fileio import atomic_write, check_out_dir
 from ferkit.infer.detect import DEFAULT_DETECTOR
 from ferkit.infer.source import VIDEO_EXTENSIONS, decode_image
 
+T = TypeVar("T")
 SEP = "!"  # archive.zip!inner/photo.jpg
 CHUNK = 64  # inputs per chunk (and per Parquet part)
 STATUS_COLUMNS = ("source", "kind", "status", "reason", "faces", "width", "height", "seconds")
@@ -402,7 +403,7 @@ def _pipelined(processor: ChunkProcessor, chunk_iter: Iterator[list[InputRef]], 
         yield processor.finish(*pending.popleft())
 
 
-def _chain(first: InputRef, rest: Iterator[InputRef]) -> Iterator[InputRef]:
+def _chain(first: T, rest: Iterator[T]) -> Iterator[T]:
     yield first
     yield from rest
 
@@ -428,8 +429,10 @@ class _RayChunkActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import json
 
+        import ray
+
         out_status, out_faces = [], []
-        for refs_json in batch["refs"]:
+        for refs_json in ray.get(list(batch["refs"])):
             refs = [InputRef.from_json(r) for r in json.loads(refs_json)]
             statuses, faces = self.processor(refs)
             out_status.append(json.dumps(statuses))
@@ -446,14 +449,18 @@ def _ray_results(chunk_iter: Iterator[list[InputRef]], model, detector, backend,
         import ray
     except ImportError:
         raise FerkitError("the ray engine needs Ray: pip install 'ferkit[ray]'") from None
-    items = [{"refs": json.dumps([r.to_json() for r in c])} for c in chunk_iter]
-    if not items:
+    chunk_iter = iter(chunk_iter)
+    first = next(chunk_iter, None)
+    if first is None:
         return
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
                  **({} if address else {"num_cpus": workers or os.cpu_count()}))
     try:
+        # Each chunk goes to the object store (which spills to disk when full), so the driver holds references
+        # only, whatever the size of the tar members read into the chunks.
+        items = [{"refs": ray.put(json.dumps([r.to_json() for r in c]))} for c in _chain(first, chunk_iter)]
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True
         ctx.enable_progress_bars = False
