@@ -365,6 +365,15 @@ def test_bf16_training_runs_in_bf16_and_learns_like_fp32(fer_zip, tmp_path):
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
 
 
+def test_train_epoch_can_stop_after_some_batches(fer_zip, tmp_path):
+    from ferkit.train.trainer import Trainer
+
+    tr = Trainer(small(fer_zip, "train.epochs=1"), tmp_path)
+    tr.start_stage(0)
+    assert tr.train_epoch(max_batches=2)["images"] == 2 * 32
+    assert tr.train_epoch()["images"] == tr.steps_per_epoch() * 32 > 2 * 32
+
+
 def test_compiled_training_matches_eager(fer_zip, tmp_path):
     from ferkit.train.trainer import Trainer
 

@@ -64,11 +64,10 @@ def naive_loop(trainer: Trainer) -> Measure:
 
 
 def ferkit_trainer(trainer: Trainer) -> Measure:
-    trainer._start_stage(0)
+    trainer.start_stage(0)
 
     def measure(n: int) -> tuple[float, float]:
-        trainer.cfg.train.max_batches = n
-        stats = trainer.train_epoch()
+        stats = trainer.train_epoch(max_batches=n)
         return stats["images_per_s"], stats["data_share"]
 
     return measure
@@ -77,16 +76,18 @@ def ferkit_trainer(trainer: Trainer) -> Measure:
 def trainer_settings(trainer: Trainer) -> str:
     c = trainer.cfg.train
     return ", ".join([str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "fp32",
-                      "compiled" if c.compile else "eager", "channels_last" if c.channels_last else "NCHW",
+                      "compiled" if trainer.compiles else "eager", "channels_last" if c.channels_last else "NCHW",
                       f"augment {trainer.cfg.augment.preset}"])
 
 
 def bench_train(data: str | Path, model: str = "fernet", batch_size: int = 128, batches: int = 20,
-                warmup: int = 3, precision: str = "auto", compile: bool = True, rounds: int = 3) -> list[BenchRow]:
+                warmup: int = 3, precision: str = "auto", compile: bool | str = "auto",
+                rounds: int = 3) -> list[BenchRow]:
     """Images/s of the naive loop and of ferkit's trainer (without and with the default augmentation).
 
     After ``warmup`` batches each (torch.compile included), the variants take turns for ``rounds`` rounds of
     ``batches`` batches, so a machine that speeds up or slows down during the run affects them alike.
+    ``precision`` and ``compile`` are the trainer's settings (auto: what ``ferkit train`` picks on this machine).
     """
     if min(batch_size, batches, rounds) < 1 or warmup < 0:
         raise FerkitError("batch size, batches and rounds must be at least 1, warm-up batches at least 0")

@@ -19,7 +19,8 @@ def add_parsers(bench) -> None:
                    "warm-up batches)")
     p.add_argument("--rounds", type=int, default=3, help="rounds in which the variants take turns; medians reported")
     p.add_argument("--precision", default="auto", help="ferkit trainer precision: auto | fp32 | bf16 | fp16")
-    p.add_argument("--no-compile", action="store_true", help="run ferkit's trainer without torch.compile")
+    p.add_argument("--compile", default="auto", choices=["auto", "true", "false"],
+                   help="torch.compile in ferkit's trainer (default: auto, as train.compile: on CUDA GPUs only)")
     p.set_defaults(func=cmd_bench_train)
 
     p = bench.add_parser("infer", help="inference speed: classifier backends, detectors, photos and video end to end")
@@ -93,11 +94,12 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     from ferkit.device import native_bf16
 
     rows = bench_train(args.data, args.model, args.batch_size, args.batches, precision=args.precision,
-                       compile=not args.no_compile, rounds=args.rounds)
+                       compile={"true": True, "false": False}.get(args.compile, "auto"), rounds=args.rounds)
     import torch
 
     where = (torch.cuda.get_device_name() if torch.cuda.is_available() else
-             f"CPU, {torch.get_num_threads()} threads, native bf16: {native_bf16(torch.device('cpu'))}")
+             f"CPU ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads, "
+             f"native bf16: {native_bf16(torch.device('cpu'))}")
     table = new_table(f"training speed: {args.model}, batch {args.batch_size}, {args.rounds} rounds of "
                       f"{args.batches} batches, {where}", ("variant", "settings", "images/s", "vs naive", "data wait"),
                       left=("variant", "settings"))

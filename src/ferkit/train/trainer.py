@@ -235,7 +235,8 @@ class Trainer:
 
     # ---- stages ------------------------------------------------------------------------------------------------
 
-    def _start_stage(self, index: int) -> None:
+    def start_stage(self, index: int) -> None:
+        """Set up stage ``index``: which parameters train, the optimizer and the schedule (``fit`` calls it)."""
         from ferkit.models import param_groups, set_trainable
 
         stage = self.stages[index]
@@ -269,14 +270,16 @@ class Trainer:
         per_rank = n // self.ctx.world_size
         return order[self.ctx.rank * per_rank:(self.ctx.rank + 1) * per_rank]
 
-    def train_epoch(self) -> dict[str, float]:
+    def train_epoch(self, max_batches: int | None = None) -> dict[str, float]:
+        """One epoch of the current stage (or its first ``max_batches`` batches): loss, accuracy, images seen,
+        images/s and the share of the time spent preparing batches."""
         from ferkit.models import train_mode
 
         cfg = self.cfg.train
         # Data order and augmentation depend only on (seed, epoch): a resumed run sees the same batches.
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)
         order = self._epoch_order(gen)
-        steps = self.steps_per_epoch()
+        steps = min(self.steps_per_epoch(), max_batches or self.steps_per_epoch())
         batches = order[: steps * self.batch_size].view(steps, self.batch_size)
         train_mode(self.model)
         total_loss = torch.zeros((), device=self.device)
@@ -316,6 +319,7 @@ class Trainer:
         return {
             "train_loss": float(stats[0] / stats[2]),
             "train_accuracy": float(stats[1] / stats[2]),
+            "images": seen * self.ctx.world_size,
             "images_per_s": seen * self.ctx.world_size / elapsed,
             "data_share": data_time / elapsed,
         }
@@ -352,7 +356,7 @@ class Trainer:
         resumed = self.optimizer is not None
         while self.stage < len(self.stages):
             if not resumed:
-                self._start_stage(self.stage)
+                self.start_stage(self.stage)
                 self.stop_stage = False
                 for c in self.callbacks:
                     c.on_stage_start(self, self.stage)
@@ -434,7 +438,7 @@ class Trainer:
             if type(c).__name__ in state["callbacks"]:
                 c.load_state_dict(state["callbacks"][type(c).__name__])
         if self.stage < len(self.stages):
-            self._start_stage(self.stage)
+            self.start_stage(self.stage)
             if state["stage"] == self.stage:  # mid-stage: continue its optimizer and schedule
                 self.optimizer.load_state_dict(state["optimizer"])
                 if self.scheduler is not None and state["scheduler"] is not None:
