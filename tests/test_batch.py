@@ -80,7 +80,8 @@ def test_local_engine_runs_a_thread_per_call_and_searches_two_chunks_ahead(input
     import torch
 
     from ferkit.device import cpu_threads
-    from ferkit.infer.archive import ChunkProcessor, _pipelined, list_inputs
+    from ferkit.infer.archive import ChunkProcessor, _pipelined
+    from ferkit.infer.source import list_inputs
 
     events = []
 

@@ -1,6 +1,6 @@
 """Dataset formats: detect which one a path holds and list its images.
 
-Every format yields the same `Entry` records (split, path inside the source, class name or FER+ votes) and reads
+Every format yields the same `Entry` records (split, path inside the dataset, class name or FER+ votes) and reads
 any entry as a grayscale image at its native size, so everything downstream is format-agnostic.
 """
 
@@ -41,7 +41,7 @@ class Entry:
     """One image of a dataset, before decoding."""
 
     split: str
-    path: str  # inside the source: "train/happy/Training_1.jpg", "FER2013Valid/fer0028638.png", "fer2013.csv:12"
+    path: str  # inside the dataset: "train/happy/Training_1.jpg", "FER2013Valid/fer0028638.png", "fer2013.csv:12"
     label: str | None  # canonical class name; None when the image has no usable label (FER+ unknown / not-a-face)
     votes: tuple[int, ...] | None = None  # FER+ annotator votes in FERPLUS_VOTE_COLUMNS order
 
@@ -53,13 +53,13 @@ class Decoded:
     problem: str = ""  # "" | "corrupt" | "not_image"
 
 
-class Source:
+class DatasetReader:
     """A dataset on disk in one of the known formats."""
 
     format: str
     location: str
     classes: tuple[str, ...]  # canonical class names; Entry.label is one of them
-    split_origin: dict[str, str]  # split -> the name the source gives it
+    split_origin: dict[str, str]  # split -> the name the dataset gives it
 
     def entries(self) -> list[Entry]:
         raise NotImplementedError
@@ -92,7 +92,7 @@ def to_gray(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-class FolderSource(Source):
+class FolderReader(DatasetReader):
     """Class folders, optionally inside split folders: ``[split/]class/image`` (Kaggle FER-2013, CK+, ...)."""
 
     def __init__(self, tree: Tree, split_dirs: dict[str, str] | None):
@@ -126,7 +126,7 @@ class FolderSource(Source):
         return self.tree.fingerprint()
 
 
-class CsvSource(Source):
+class CsvReader(DatasetReader):
     """The FER-2013 challenge CSV: ``emotion,pixels,Usage`` with 48x48 = 2304 space-separated gray values."""
 
     format = "fer2013-csv"
@@ -193,7 +193,7 @@ class CsvSource(Source):
         return self._fingerprint
 
 
-class FerPlusSource(Source):
+class FerPlusReader(DatasetReader):
     """Microsoft's FER+ layout: ``FER2013Train|Valid|Test/`` with images and a header-less ``label.csv``."""
 
     format = "ferplus"
@@ -262,7 +262,7 @@ def ferplus_majority(votes: tuple[int, ...]) -> str | None:
     return FERPLUS[top] if top < len(FERPLUS) else None
 
 
-def open_source(path: str | Path) -> Source:
+def open_reader(path: str | Path) -> DatasetReader:
     """Detect the format of a folder, .zip or .csv and open it."""
     path = Path(path).expanduser()
     if not path.exists():
@@ -272,27 +272,27 @@ def open_source(path: str | Path) -> Source:
             raise DataError(
                 f"{path}: not a dataset; give a folder, a .zip archive or the fer2013.csv file"
             )
-        return CsvSource(str(path), path.read_bytes(), file_digest(path))
+        return CsvReader(str(path), path.read_bytes(), file_digest(path))
     tree = open_tree(path)
     files = tree.files()
     if not files:
         raise DataError(f"{path}: is empty; it should hold class folders like train/happy/*.jpg")
     label_files = [f for f in files if re.search(r"(^|/)FER2013(Train|Valid|Test)/label\.csv$", f)]
     if label_files:
-        return FerPlusSource(tree, label_files)
+        return FerPlusReader(tree, label_files)
     csvs = [f for f in files if PurePosixPath(f).name.lower() == "fer2013.csv"]
     if csvs:
         rel = csvs[0]
-        return CsvSource(f"{tree.location}/{rel}", tree.read(rel), hashlib.blake2b(
+        return CsvReader(f"{tree.location}/{rel}", tree.read(rel), hashlib.blake2b(
             f"{tree.fingerprint()}/{rel}".encode(), digest_size=16).hexdigest())
-    return folder_source(tree)
+    return folder_reader(tree)
 
 
 def zipfile_like(path: Path) -> bool:
     return path.suffix.lower() == ".zip" or zipfile.is_zipfile(path)
 
 
-def folder_source(tree: Tree) -> FolderSource:
+def folder_reader(tree: Tree) -> FolderReader:
     # Unwrap single top folders such as archive/ or images/ around the real layout.
     while True:
         dirs, plain = children(tree.files())
@@ -313,11 +313,11 @@ def folder_source(tree: Tree) -> FolderSource:
             if split in split_dirs.values():
                 raise DataError(f"{tree.location}: folders {d!r} and another both name the {split!r} split")
             split_dirs[d] = split
-        source = FolderSource(tree, split_dirs)
+        reader = FolderReader(tree, split_dirs)
     else:
-        source = FolderSource(tree, None)
-    if not source.entries():
+        reader = FolderReader(tree, None)
+    if not reader.entries():
         raise DataError(
             f"{tree.location}: no images inside the class folders; expected class/image files like happy/001.jpg"
         )
-    return source
+    return reader

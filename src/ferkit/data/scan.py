@@ -1,4 +1,4 @@
-"""Decode a whole dataset once into arrays, and keep the result in a cache keyed by the source's content.
+"""Decode a whole dataset once into arrays, and keep the result in a cache keyed by the dataset files' content.
 
 A scan keeps every entry, decodable or not, so cleaning can report the bad ones and loading can refuse them.
 """
@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from ferkit.data.formats import Source, open_source
+from ferkit.data.formats import DatasetReader, open_reader
 from ferkit.fileio import atomic_write
 from ferkit.labels import FERPLUS_VOTE_COLUMNS
 
@@ -42,22 +42,22 @@ def default_cache_dir() -> Path:
 
 @dataclass
 class Scan:
-    """Every entry of a source, decoded and resized to ``size`` x ``size``; row i of each array is entry i."""
+    """Every entry of a dataset, decoded and resized to ``size`` x ``size``; row i of each array is entry i."""
 
     format: str
     location: str
     fingerprint: str
     size: int
-    classes: np.ndarray  # (C,) str: canonical class names of the source
+    classes: np.ndarray  # (C,) str: canonical class names of the dataset
     split: np.ndarray  # (N,) str
-    path: np.ndarray  # (N,) str, inside the source
+    path: np.ndarray  # (N,) str, inside the dataset
     label: np.ndarray  # (N,) int16 index into classes, -1 = no usable label
-    votes: np.ndarray  # (N, 10) uint8 FER+ votes, or (N, 0) for sources without votes
+    votes: np.ndarray  # (N, 10) uint8 FER+ votes, or (N, 0) for datasets without votes
     image: np.ndarray  # (N, size, size) uint8; zeros where problem != ""
     problem: np.ndarray  # (N,) str: "" | "corrupt" | "not_image" | "missing"
     native_hw: np.ndarray  # (N, 2) int32 height and width as stored
     channels: np.ndarray  # (N,) int8 channels as stored
-    split_origin: np.ndarray  # (S, 2) str: split name, the source's own name for it
+    split_origin: np.ndarray  # (S, 2) str: split name, the dataset's own name for it
 
     def __len__(self) -> int:
         return len(self.path)
@@ -75,8 +75,8 @@ def scan_dataset(
     path: str | Path, size: int = INPUT_SIZE, cache_dir: str | Path | None = None, progress: bool = False
 ) -> Scan:
     """Read and decode every image of the dataset at ``path``, or load the cached result of doing so."""
-    source = open_source(path)
-    fingerprint = source.fingerprint()
+    reader = open_reader(path)
+    fingerprint = reader.fingerprint()
     key = hashlib.blake2b(f"{SCAN_VERSION}|{fingerprint}|{size}".encode(), digest_size=12).hexdigest()
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     cached = cache / f"scan-{key}.npz"
@@ -87,7 +87,7 @@ def scan_dataset(
             return Scan(**{f.name: _unbox(arrays[f.name]) for f in fields(Scan)})
         except (OSError, ValueError, KeyError) as e:
             log.warning("ignoring unreadable cache file %s (%s)", cached, e)
-    scan = _decode_all(source, fingerprint, size, progress)
+    scan = _decode_all(reader, fingerprint, size, progress)
     _save(scan, cached)
     return scan
 
@@ -105,10 +105,10 @@ def _save(scan: Scan, target: Path) -> None:
         log.warning("could not write the dataset cache %s (%s)", target, e)
 
 
-def _decode_all(source: Source, fingerprint: str, size: int, progress: bool) -> Scan:
-    entries = source.entries()
+def _decode_all(reader: DatasetReader, fingerprint: str, size: int, progress: bool) -> Scan:
+    entries = reader.entries()
     n = len(entries)
-    classes = list(source.classes)
+    classes = list(reader.classes)
     index = {c: i for i, c in enumerate(classes)}
     image = np.zeros((n, size, size), np.uint8)
     problem = np.full(n, "", dtype="<U9")
@@ -116,9 +116,9 @@ def _decode_all(source: Source, fingerprint: str, size: int, progress: bool) -> 
     channels = np.zeros(n, np.int8)
     has_votes = any(e.votes is not None for e in entries)
     votes = np.zeros((n, len(FERPLUS_VOTE_COLUMNS) if has_votes else 0), np.uint8)
-    bar = tqdm(entries, desc=f"decoding {Path(source.location).name}", unit="img", disable=not progress)
+    bar = tqdm(entries, desc=f"decoding {Path(reader.location).name}", unit="img", disable=not progress)
     for i, entry in enumerate(bar):
-        d = source.decode(entry)
+        d = reader.decode(entry)
         if entry.votes is not None:
             votes[i] = np.minimum(entry.votes, 255)
         if d.image is None:
@@ -128,8 +128,8 @@ def _decode_all(source: Source, fingerprint: str, size: int, progress: bool) -> 
         channels[i] = d.channels
         image[i] = resize_face(d.image, size)
     return Scan(
-        format=source.format,
-        location=source.location,
+        format=reader.format,
+        location=reader.location,
         fingerprint=fingerprint,
         size=size,
         classes=np.array(classes, dtype=str),
@@ -141,5 +141,5 @@ def _decode_all(source: Source, fingerprint: str, size: int, progress: bool) -> 
         problem=problem,
         native_hw=native,
         channels=channels,
-        split_origin=np.array(sorted(source.split_origin.items()), dtype=str).reshape(-1, 2),
+        split_origin=np.array(sorted(reader.split_origin.items()), dtype=str).reshape(-1, 2),
     )

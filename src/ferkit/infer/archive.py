@@ -1,131 +1,40 @@
 """Archive-scale prediction (``ferkit batch``): every photo and video named by folders, zip / tar archives and
 lists of paths, to Parquet, resumable, on one machine or on a Ray cluster.
 
-Inputs are listed lazily and processed in chunks: the photos of a chunk are decoded and their faces detected in a
-pool of threads (OpenCV releases the GIL), then all their faces are classified in one forward pass; videos are
-tracked file by file. Each chunk is written as two Parquet files, ``faces/part-N.parquet`` (one row per face, per
-frame in videos) and then ``status/part-N.parquet`` (one row per input: ok, no_face or unreadable with the reason),
-each atomically. An input is done when a status file lists it: a rerun of the same command skips those (also after
-kill -9) and removes faces files whose status file never came.
+Inputs are listed lazily (``ferkit.infer.source.list_inputs``) and processed in chunks: the photos of a chunk are
+decoded and their faces detected in a pool of threads (OpenCV and LiteRT release the GIL), then all their faces are
+classified in one forward pass; videos are tracked file by file. Each chunk is written as two Parquet files,
+``faces/part-N.parquet`` (one row per face, per frame in videos) and then ``status/part-N.parquet`` (one row per
+input: ok, no_face or unreadable with the reason), each atomically. An input is done when a status file lists it:
+a rerun of the same command skips those (also after kill -9) and removes faces files whose status file never came.
 
-The Ray engine runs the same ``process_chunk`` in actors that load the model once (Ray Data ``map_batches``) and
+The Ray engine runs the same ``ChunkProcessor`` in actors that load the model once (Ray Data ``map_batches``) and
 the driver writes their rows through the same ``PartWriter``, so both engines give the same rows.
 """
 
 from __future__ import annotations
 
-import base64
 import io
 import os
-import tarfile
 import time
 import zipfile
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 import numpy as np
 
-from ferkit.data.formats import IMAGE_EXTENSIONS
 from ferkit.errors import DataError, FerkitError, UnknownNameError
 from ferkit.fileio import atomic_write, check_out_dir
 from ferkit.infer.detect import DEFAULT_DETECTOR
-from ferkit.infer.source import VIDEO_EXTENSIONS, decode_image
+from ferkit.infer.source import InputRef, decode_image, list_inputs
 
 T = TypeVar("T")
-SEP = "!"  # archive.zip!inner/photo.jpg
 CHUNK = 64  # inputs per chunk (and per Parquet part)
 STATUS_COLUMNS = ("source", "kind", "status", "reason", "faces", "width", "height", "seconds")
-
-
-@dataclass(frozen=True)
-class InputRef:
-    """One photo or video: a file, or a member of a zip or tar archive."""
-
-    source: str  # what the rows say: the path, or archive!member
-    kind: str  # image | video
-    path: str  # the file or the archive
-    member: str | None = None
-    data: bytes | None = field(default=None, repr=False)  # tar members, read while streaming through the archive
-
-    def read(self) -> bytes:
-        if self.data is not None:
-            return self.data
-        if self.member is None:
-            return Path(self.path).read_bytes()
-        with zipfile.ZipFile(self.path) as zf:
-            return zf.read(self.member)
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["data"] = None if self.data is None else base64.b64encode(self.data).decode()
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> InputRef:
-        return cls(**{**d, "data": None if d["data"] is None else base64.b64decode(d["data"])})
-
-
-def _kind(name: str) -> str | None:
-    ext = PurePosixPath(name).suffix.lower()
-    return "image" if ext in IMAGE_EXTENSIONS else "video" if ext in VIDEO_EXTENSIONS else None
-
-
-def _archive_kind(path: Path) -> str | None:
-    name = path.name.lower()
-    if name.endswith(".zip"):
-        return "zip"
-    if name.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
-        return "tar"
-    return None
-
-
-def list_inputs(inputs: Sequence[str | Path]) -> Iterator[InputRef]:
-    """Every photo and video in ``inputs`` (files, folders searched recursively in name order, .zip / .tar[.gz]
-    archives, and .txt files listing one path per line, relative to the list), lazily; names that do not exist
-    fail at once."""
-    for item in inputs:
-        path = Path(item).expanduser()
-        if not path.exists():
-            raise DataError(f"{path}: no such file or folder")
-        if path.is_dir():
-            for root, dirs, files in os.walk(path):
-                dirs.sort()
-                for name in sorted(files):
-                    if (kind := _kind(name)) is not None:
-                        yield InputRef(str(Path(root) / name), kind, str(Path(root) / name))
-        elif (archive := _archive_kind(path)) == "zip":
-            try:
-                with zipfile.ZipFile(path) as zf:
-                    names = [i.filename for i in zf.infolist() if not i.is_dir()]
-            except zipfile.BadZipFile:
-                raise DataError(f"{path}: not a readable zip archive") from None
-            for name in names:
-                if (kind := _kind(name)) is not None:
-                    yield InputRef(f"{path}{SEP}{name}", kind, str(path), name)
-        elif archive == "tar":
-            try:
-                with tarfile.open(path) as tf:
-                    for m in tf:  # streams: neither the member list nor the archive is ever held whole
-                        if m.isfile() and (kind := _kind(m.name)) is not None:
-                            data = tf.extractfile(m).read()
-                            yield InputRef(f"{path}{SEP}{m.name}", kind, str(path), m.name, data)
-            except tarfile.TarError as e:
-                raise DataError(f"{path}: not a readable tar archive ({e})") from None
-        elif path.suffix.lower() == ".txt":
-            with path.open(encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    line = line.strip()
-                    if line and not line.startswith("#"):
-                        target = Path(line).expanduser()
-                        yield from list_inputs([target if target.is_absolute() else path.parent / target])
-        elif (kind := _kind(path.name)) is not None:
-            yield InputRef(str(path), kind, str(path))
-        else:
-            raise DataError(f"{path}: not a photo, video, folder, .zip / .tar archive or .txt list of paths")
 
 
 # ---- one chunk ------------------------------------------------------------------------------------------------

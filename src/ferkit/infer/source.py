@@ -1,16 +1,22 @@
-"""Sources of frames: an image file, a folder of images, a video file or a webcam, behind one ``open_source``.
+"""Where photos and videos come from: what a user named, listed, and frames read from it.
 
-Photos are read with ``read_image``; ``expand_inputs`` turns what a user typed (files, folders, the word
-``sample``) into a checked list of image and video files before any work starts.
+``expand_inputs`` turns what ``ferkit predict`` was given (files, folders, the word ``sample``) into a checked list
+of image and video files before any work starts; ``list_inputs`` streams every photo and video of folders (searched
+recursively), zip / tar archives and lists of paths for ``ferkit batch``, as ``InputRef``s. ``open_source`` gives
+the frames of an image file, a folder of images, a video file or a webcam; photos are read with ``read_image``.
 """
 
 from __future__ import annotations
 
+import base64
 import io
+import os
+import tarfile
 import time
+import zipfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import cv2
@@ -24,6 +30,7 @@ SAMPLE_PHOTO = Path(__file__).resolve().parents[1] / "assets" / "astronaut.jpg"
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif"}
 DEFAULT_FPS = 30.0  # for sources that do not say their frame rate (webcams, folders of frames)
 MAX_PIXELS = 100_000_000  # photos past this (10000 x 10000) are refused from their header, before decoding
+SEP = "!"  # archive.zip!inner/photo.jpg
 
 
 @dataclass
@@ -35,13 +42,16 @@ class Frame:
     time_s: float
 
 
+def media_kind(name: str) -> str | None:
+    """'image', 'video' or None, from a file name."""
+    ext = PurePosixPath(name).suffix.lower()
+    return "image" if ext in IMAGE_EXTENSIONS else "video" if ext in VIDEO_EXTENSIONS else None
+
+
 def input_kind(path: Path) -> str:
-    """'image' or 'video', from the file name."""
-    ext = path.suffix.lower()
-    if ext in IMAGE_EXTENSIONS:
-        return "image"
-    if ext in VIDEO_EXTENSIONS:
-        return "video"
+    """'image' or 'video', from the file name; an error for anything else."""
+    if (kind := media_kind(path.name)) is not None:
+        return kind
     raise DataError(f"{path}: not an image or video file name; images: {', '.join(sorted(IMAGE_EXTENSIONS))}; "
                     f"videos: {', '.join(sorted(VIDEO_EXTENSIONS))}")
 
@@ -70,6 +80,88 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
         else:
             raise DataError(f"{path}: no such file or folder")
     return out
+
+
+@dataclass(frozen=True)
+class InputRef:
+    """One photo or video: a file, or a member of a zip or tar archive."""
+
+    source: str  # what the rows say: the path, or archive!member
+    kind: str  # image | video
+    path: str  # the file or the archive
+    member: str | None = None
+    data: bytes | None = field(default=None, repr=False)  # tar members, read while streaming through the archive
+
+    def read(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        if self.member is None:
+            return Path(self.path).read_bytes()
+        with zipfile.ZipFile(self.path) as zf:
+            return zf.read(self.member)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["data"] = None if self.data is None else base64.b64encode(self.data).decode()
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> InputRef:
+        return cls(**{**d, "data": None if d["data"] is None else base64.b64decode(d["data"])})
+
+
+def archive_kind(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith(".zip"):
+        return "zip"
+    if name.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
+        return "tar"
+    return None
+
+
+def list_inputs(inputs: Sequence[str | Path]) -> Iterator[InputRef]:
+    """Every photo and video in ``inputs`` (files, folders searched recursively in name order, .zip / .tar[.gz]
+    archives, and .txt files listing one path per line, relative to the list), lazily; names that do not exist
+    fail at once."""
+    for item in inputs:
+        path = Path(item).expanduser()
+        if not path.exists():
+            raise DataError(f"{path}: no such file or folder")
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in sorted(files):
+                    if (kind := media_kind(name)) is not None:
+                        yield InputRef(str(Path(root) / name), kind, str(Path(root) / name))
+        elif (archive := archive_kind(path)) == "zip":
+            try:
+                with zipfile.ZipFile(path) as zf:
+                    names = [i.filename for i in zf.infolist() if not i.is_dir()]
+            except zipfile.BadZipFile:
+                raise DataError(f"{path}: not a readable zip archive") from None
+            for name in names:
+                if (kind := media_kind(name)) is not None:
+                    yield InputRef(f"{path}{SEP}{name}", kind, str(path), name)
+        elif archive == "tar":
+            try:
+                with tarfile.open(path) as tf:
+                    for m in tf:  # streams: neither the member list nor the archive is ever held whole
+                        if m.isfile() and (kind := media_kind(m.name)) is not None:
+                            data = tf.extractfile(m).read()
+                            yield InputRef(f"{path}{SEP}{m.name}", kind, str(path), m.name, data)
+            except tarfile.TarError as e:
+                raise DataError(f"{path}: not a readable tar archive ({e})") from None
+        elif path.suffix.lower() == ".txt":
+            with path.open(encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    line = line.strip()
+                    if line and not line.startswith("#"):
+                        target = Path(line).expanduser()
+                        yield from list_inputs([target if target.is_absolute() else path.parent / target])
+        elif (kind := media_kind(path.name)) is not None:
+            yield InputRef(str(path), kind, str(path))
+        else:
+            raise DataError(f"{path}: not a photo, video, folder, .zip / .tar archive or .txt list of paths")
 
 
 class ImageTooLarge(DataError):
