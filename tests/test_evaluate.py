@@ -19,7 +19,7 @@ from conftest import decode, real_faces, run_cli, run_main
 from ferkit.config import load_config
 from ferkit.errors import FerkitError
 from ferkit.evaluate import calibration, compute_metrics, evaluate, predict_proba
-from ferkit.evaluate.predict import load_members, tta_views
+from ferkit.models.predict import load_members, tta_views
 from ferkit.labels import FER2013
 from ferkit.train.augment import eval_transform
 from ferkit.train.trainer import train

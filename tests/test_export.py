@@ -14,9 +14,10 @@ from conftest import kill_once, run_cli, write_kaggle_folder
 
 from ferkit.errors import FerkitError
 from ferkit.evaluate import evaluate
-from ferkit.evaluate.predict import load_members, predict_proba
-from ferkit.export import ExportResult, export_onnx, read_onnx_meta
-from ferkit.export.onnx import PARITY_ATOL, load_onnx
+from ferkit.models.predict import load_members, predict_proba
+from ferkit.export import ExportResult, export_onnx
+from ferkit.export.onnx import PARITY_ATOL
+from ferkit.models.onnx import load_onnx, read_onnx_meta
 from ferkit.models import create_model, get_spec, list_models
 from ferkit.models.checkpoint import load_checkpoint, read_meta, save_checkpoint
 

@@ -21,7 +21,7 @@ from conftest import run_main, write_kaggle_folder
 from ferkit.config import load_config
 from ferkit.evaluate import evaluate
 from ferkit.evaluate.gradcam import feature_layer, grad_cam
-from ferkit.evaluate.predict import load_members
+from ferkit.models.predict import load_members
 from ferkit.models import create_model
 from ferkit.report import make_report
 from ferkit.report.compare import model_view

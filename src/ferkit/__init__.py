@@ -56,7 +56,7 @@ def __getattr__(name: str) -> Any:
 def load_model(model: str | Path = "default", device: str = "cpu") -> tuple[Any, dict[str, Any]]:
     """A model and its description: a shipped model's name, a run directory, a .safetensors checkpoint (a PyTorch
     module in eval mode) or an .onnx export (an onnxruntime-backed callable)."""
-    from ferkit.evaluate.predict import load_members
+    from ferkit.models.predict import load_members
     from ferkit.models.checkpoint import resolve_checkpoint
 
     return load_members([resolve_checkpoint(model)], device)[0]

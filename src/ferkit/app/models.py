@@ -31,7 +31,7 @@ SHIPPED_CHOICES = [ModelChoice(f"{w.name} (shipped with ferkit: {w.summary})", w
 def is_model_file(path: Path) -> bool:
     """A ferkit ONNX export, or a .safetensors file that is a ferkit checkpoint (not a resume state, foreign weights
     or a damaged file)."""
-    from ferkit.export import read_onnx_meta
+    from ferkit.models.onnx import read_onnx_meta
 
     try:
         read_onnx_meta(path) if is_onnx(path) else read_meta(path)

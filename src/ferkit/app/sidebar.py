@@ -8,7 +8,7 @@ import streamlit as st
 
 from ferkit.app.launch import AppOptions
 from ferkit.app.models import ModelChoice, model_choices
-from ferkit.evaluate.predict import TTA
+from ferkit.models.predict import TTA
 from ferkit.infer import list_detectors
 
 TTA_HINTS = {"none": "none (fastest)", "flip": "flip: face and mirror",

@@ -97,7 +97,7 @@ def bench_robustness(models: Sequence[str | Path], data: str | Path, split: str 
     """
     from ferkit.evaluate.data import load_eval_data
     from ferkit.evaluate.metrics import compute_metrics
-    from ferkit.evaluate.predict import check_tta, load_members, predict_proba
+    from ferkit.models.predict import check_tta, load_members, predict_proba
     from ferkit.models.checkpoint import resolve_checkpoint
 
     if not models:

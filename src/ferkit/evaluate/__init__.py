@@ -17,7 +17,7 @@ from ferkit.errors import FerkitError
 from ferkit.evaluate.data import EvalData, load_eval_data
 from ferkit.evaluate.metrics import Calibration, Evaluation, Scores, calibration, compute_metrics
 from ferkit.evaluate.plots import plot_confusion, plot_reliability
-from ferkit.evaluate.predict import TTA, Member, check_tta, load_members, predict_proba
+from ferkit.models.predict import TTA, Member, check_tta, load_members, predict_proba
 from ferkit.evaluate.save import save_evaluation
 
 __all__ = [
@@ -50,7 +50,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, split: str | None = None,
     the first time and while the faces are scored. ``Evaluation.warnings`` says when a model trained on the scored
     images or copies of them.
     """
-    from ferkit.evaluate.labels import ensemble_orders
+    from ferkit.models.predict import ensemble_orders
     from ferkit.models.checkpoint import resolve_checkpoint
     from ferkit.device import resolve_device
 

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ferkit.device import cpu_threads
 from ferkit.errors import FerkitError
 from ferkit.fileio import check_out_file, staging_dir
-from ferkit.models.checkpoint import META_KEY, is_onnx, load_checkpoint, parse_meta, resolve_checkpoint
+from ferkit.models.checkpoint import META_KEY, is_onnx, load_checkpoint, resolve_checkpoint
+from ferkit.models.onnx import INPUT_NAME, OUTPUT_NAME, OnnxModel, onnx_modules
+from ferkit.models.predict import model_proba, model_view
 
-INPUT_NAME, OUTPUT_NAME = "faces", "logits"
 PARITY_ATOL = 1e-4  # largest |p_onnx - p_torch| accepted for an fp32 export (probabilities)
 INT8_MIN_AGREEMENT = 0.9  # share of check faces (not calibrated on) whose top emotion an int8 export must keep
 CALIBRATION_FACES = 512
@@ -44,56 +44,6 @@ class ExportResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _onnx_modules():
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError:
-        raise FerkitError("ONNX support needs the onnx and onnxruntime packages: pip install 'ferkit[onnx]'") from None
-    return onnx, onnxruntime
-
-
-def _session(path: str | Path):
-    _, ort = _onnx_modules()
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3  # errors only
-    # Idle worker threads sleep instead of spinning: a face model runs between detector calls, and spinning threads
-    # would take the CPU from them.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.intra_op_num_threads = cpu_threads()
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def read_onnx_meta(path: str | Path) -> dict[str, Any]:
-    onnx, _ = _onnx_modules()
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # onnx raises DecodeError and others for a damaged file
-        raise FerkitError(f"{path}: not a readable ONNX model ({type(e).__name__}); export it again") from None
-    props = {p.key: p.value for p in model.metadata_props}
-    if META_KEY not in props:
-        raise FerkitError(f"{path}: an ONNX model without ferkit metadata; export it with `ferkit export`")
-    return parse_meta(props[META_KEY], path)
-
-
-class OnnxModel(torch.nn.Module):
-    """An onnxruntime session with the call signature of the PyTorch model it was exported from (CPU)."""
-
-    def __init__(self, path: str | Path):
-        super().__init__()
-        self.path = str(path)
-        self.session = _session(path)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, S, S) float in [0, 1] -> (B, C) logits
-        faces = np.ascontiguousarray(x.detach().cpu().float().numpy())
-        return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: faces})[0])
-
-
-def load_onnx(path: str | Path) -> tuple[OnnxModel, dict[str, Any]]:
-    meta = read_onnx_meta(path)
-    return OnnxModel(path), meta
 
 
 def _real_faces(data: str | Path | None, meta: dict[str, Any], n: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -134,7 +84,6 @@ def _quantize(src: Path, dst: Path, faces: np.ndarray, meta: dict[str, Any]) -> 
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from ferkit.evaluate.predict import model_view
 
     batches = [model_view(faces[i:i + 32], meta).numpy() for i in range(0, len(faces), 32)]
 
@@ -156,7 +105,7 @@ def _quantize(src: Path, dst: Path, faces: np.ndarray, meta: dict[str, Any]) -> 
 
 
 def _set_meta(path: Path, meta: dict[str, Any]) -> None:
-    onnx, _ = _onnx_modules()
+    onnx, _ = onnx_modules()
     model = onnx.load(str(path))
     del model.metadata_props[:]
     entry = model.metadata_props.add()
@@ -173,7 +122,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, int8: bool = False,
     ``out`` when the export or its check fails.
     """
     start = time.perf_counter()
-    _onnx_modules()
+    onnx_modules()
     out = check_out_file(out, (".onnx",), "an ONNX model file", "--onnx")
     if not out.parent.is_dir():
         raise FerkitError(f"{out.parent}: no such folder; create it first")
@@ -207,7 +156,6 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, int8: bool = False,
 
 def _parity(model: torch.nn.Module, onnx_model: OnnxModel, meta: dict[str, Any],
             faces: np.ndarray) -> tuple[float, float]:
-    from ferkit.evaluate.predict import model_proba
 
     p_torch = model_proba(model, meta, faces)
     p_onnx = model_proba(onnx_model, meta, faces)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ferkit.evaluate.predict import check_tta
+from ferkit.models.predict import check_tta
 from ferkit.models.checkpoint import load_checkpoint, save_checkpoint
 from ferkit.models.weights import get_weights
 

@@ -1,7 +1,7 @@
 """Classifiers: gray face crops -> emotion probabilities, with the preprocessing the checkpoint's meta describes.
 
 A classifier is loaded by backend name from ``BACKENDS``. ``torch`` runs checkpoints (and .onnx exports, through
-``ferkit.evaluate.load_members``); ``onnxruntime`` runs a checkpoint's ONNX export (made once and cached by
+``ferkit.models.predict.load_members``); ``onnxruntime`` runs a checkpoint's ONNX export (made once and cached by
 ``ferkit.export``). Another backend is one more entry: a function from the model name to the file it runs.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ferkit.errors import FerkitError, UnknownNameError
-from ferkit.evaluate.predict import Member, check_tta, load_members, predict_proba
+from ferkit.models.predict import Member, check_tta, load_members, predict_proba
 from ferkit.labels import canonical
 from ferkit.models.checkpoint import is_onnx, resolve_checkpoint
 

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ferkit.evaluate import Evaluation, score
 from ferkit.evaluate.gradcam import GradCam, grad_cam
-from ferkit.evaluate.predict import check_tta, load_members, model_view
+from ferkit.models.predict import check_tta, load_members, model_view
 from ferkit.report.cost import LATENCY_REPEATS, ModelCost, measure_costs
 from ferkit.report.runs import RunSource, best_row, resolve_runs
 

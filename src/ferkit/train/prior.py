@@ -75,7 +75,7 @@ def sweep_prior(checkpoint: str | Path, data: str | Path, split: str, taus: tupl
     (``progress``: bars while the data is decoded and scored)."""
     from ferkit.evaluate.data import load_eval_data
     from ferkit.evaluate.metrics import compute_metrics
-    from ferkit.evaluate.predict import load_members, predict_proba
+    from ferkit.models.predict import load_members, predict_proba
     from ferkit.models.checkpoint import resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint)

@@ -155,7 +155,7 @@ class Trainer:
 
     def _load_teachers(self) -> list[tuple[torch.nn.Module, torch.Tensor]]:
         """Each teacher model and the column of its output that holds each of this run's classes."""
-        from ferkit.evaluate.labels import ensemble_orders
+        from ferkit.models.predict import ensemble_orders
         from ferkit.models.checkpoint import load_checkpoint, resolve_checkpoint
 
         t = self.cfg.train

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ferkit.data.scan import resize_face
 from ferkit.errors import FerkitError, UnknownNameError
-from ferkit.evaluate.labels import ensemble_orders
+from ferkit.labels import canonical
 
 TTA = ("none", "flip", "tencrop")
 TENCROP_PAD_DIVISOR = 12  # pad = face_size // 12 per side for models trained without crops (see above)
@@ -44,8 +44,8 @@ def load_members(paths: Sequence[str | Path], device: str | torch.device = "cpu"
     with damaged checkpoints turned into one-line errors."""
     from safetensors import SafetensorError
 
-    from ferkit.export import load_onnx
     from ferkit.models.checkpoint import is_onnx, load_checkpoint
+    from ferkit.models.onnx import load_onnx
 
     members = []
     for path in paths:
@@ -141,3 +141,21 @@ def predict_proba(members: Sequence[Member], images: np.ndarray, tta: str = "non
         for (model, meta), order in zip(members, orders):
             total += model_proba(model, meta, images, tta, batch_size, bar)[:, order]
     return (total / len(members)).astype(np.float32)
+
+
+def ensemble_orders(label_lists: Sequence[Sequence[str]], names: Sequence[str] | None = None) -> list[np.ndarray]:
+    """For each member, the column of its output that holds each of the first member's labels, in order.
+
+    Members may list their labels in any order but must predict the same set: averaging a probability over
+    classes some members cannot predict would not be a probability of anything.
+    """
+    names = list(names) if names is not None else [f"model {i + 1}" for i in range(len(label_lists))]
+    first = [canonical(c) for c in label_lists[0]]
+    orders = []
+    for name, labels in zip(names, label_lists):
+        labels = [canonical(c) for c in labels]
+        if sorted(labels) != sorted(first) or len(set(labels)) != len(labels):
+            raise FerkitError(f"{name} predicts ({', '.join(labels)}) but {names[0]} predicts ({', '.join(first)}); "
+                              "an ensemble needs models of the same label set")
+        orders.append(np.array([labels.index(c) for c in first]))
+    return orders
