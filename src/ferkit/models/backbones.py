@@ -1,6 +1,6 @@
 """Transfer learning: any timm model as the body of a gray-face classifier.
 
-``Backbone`` = ``adapter`` (gray ``(B, 1, S, S)`` in [0, 1] -> bilinear resize to the backbone's resolution,
+``TransferNet`` = ``adapter`` (gray ``(B, 1, S, S)`` in [0, 1] -> bilinear resize to the backbone's resolution,
 3 channels, the pretrained weights' own mean/std) -> ``backbone`` (timm, ``num_classes=0``: pooled features) ->
 ``head`` (a new classifier). Options of every backbone model:
 
@@ -82,7 +82,7 @@ class GrayAdapter(nn.Module):
         return self.normalize(x.expand(-1, 3, -1, -1))  # (B, 3, I, I)
 
 
-class Backbone(nn.Module):
+class TransferNet(nn.Module):
     """``adapter`` -> ``backbone`` (timm, pooled features) -> ``head``."""
 
     def __init__(self, adapter: GrayAdapter, backbone: nn.Module, head: nn.Module):
@@ -130,8 +130,8 @@ def build_backbone(
     drop_rate: float | None = None,
     image_size: int | None = None,
     input_size: int = INPUT_SIZE,
-) -> Backbone:
-    """A ``Backbone`` around timm model ``timm_name`` (see the module docstring for the options)."""
+) -> TransferNet:
+    """A ``TransferNet`` around timm model ``timm_name`` (see the module docstring for the options)."""
     timm = _timm()
     check_int("input_size", input_size, 8)
     _check_head(head, drop_rate)  # before the (slow) timm build
@@ -150,7 +150,7 @@ def build_backbone(
     data = timm.data.resolve_data_config({}, model=body)
     adapter = GrayAdapter(image_size or data["input_size"][-1], data["mean"], data["std"])
     features = getattr(body, "head_hidden_size", None) or body.num_features  # VGG: fc7's 4096, not conv 512
-    return Backbone(adapter, body, make_head(head, features, num_classes, drop_rate))
+    return TransferNet(adapter, body, make_head(head, features, num_classes, drop_rate))
 
 
 def _create(timm, timm_name: str, kwargs: dict[str, Any], image_size: int | None) -> nn.Module:

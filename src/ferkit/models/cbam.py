@@ -7,7 +7,7 @@ from torch import nn
 
 from ferkit.data.scan import INPUT_SIZE
 from ferkit.errors import FerkitError
-from ferkit.models.layers import FER_MEAN, FER_STD, Classifier, Normalize
+from ferkit.models.layers import FER_MEAN, FER_STD, BlockNet, Normalize
 from ferkit.models.registry import register_model
 
 
@@ -92,7 +92,7 @@ def cbam_5cnn(num_classes: int = 7) -> nn.Module:
     }
     side = INPUT_SIZE // 32
     head = nn.Sequential(nn.Flatten(), nn.Linear(512 * side * side, num_classes))
-    return Classifier(Normalize(FER_MEAN, FER_STD), blocks, head)
+    return BlockNet(Normalize(FER_MEAN, FER_STD), blocks, head)
 
 
 def attention_maps(model: nn.Module, x: torch.Tensor) -> list[dict]:

@@ -40,7 +40,7 @@ def conv_bn_relu(c_in: int, c_out: int, *, bias: bool = False) -> list[nn.Module
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 
-class Classifier(nn.Sequential):
+class BlockNet(nn.Sequential):
     """normalize -> body blocks -> head, as named children.
 
     The freezing strategies walk these children: everything but ``head`` is the body, and each body child with

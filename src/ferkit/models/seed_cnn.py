@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from ferkit.data.scan import INPUT_SIZE
-from ferkit.models.layers import FER_MEAN, FER_STD, Classifier, Normalize, conv_bn_relu
+from ferkit.models.layers import FER_MEAN, FER_STD, BlockNet, Normalize, conv_bn_relu
 from ferkit.models.registry import register_model
 
 
@@ -43,7 +43,7 @@ def s0_cnn(num_classes: int = 7) -> nn.Module:
         "block3": _stage([256, 256], 128, 0.25),  # (B, 256, 6, 6)
     }
     head = nn.Sequential(nn.Flatten(), *_dense(256 * side * side, 256, 0.5), nn.Linear(256, num_classes))
-    return Classifier(Normalize(FER_MEAN, FER_STD), blocks, head)
+    return BlockNet(Normalize(FER_MEAN, FER_STD), blocks, head)
 
 
 @register_model(
@@ -72,4 +72,4 @@ def s4_cnn(num_classes: int = 7) -> nn.Module:
         *_dense(512, 512, 0.5),
         nn.Linear(512, num_classes),
     )
-    return Classifier(Normalize(FER_MEAN, FER_STD), blocks, head)
+    return BlockNet(Normalize(FER_MEAN, FER_STD), blocks, head)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ferkit.data.scan import INPUT_SIZE
-from ferkit.models.layers import FER_MEAN, FER_STD, Classifier, Normalize, check_int, check_rate, conv_bn_relu
+from ferkit.models.layers import FER_MEAN, FER_STD, BlockNet, Normalize, check_int, check_rate, conv_bn_relu
 from ferkit.models.registry import register_model
 
 
@@ -39,7 +39,7 @@ def vgg_fer(num_classes: int = 7, input_size: int = INPUT_SIZE) -> nn.Module:
         nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(0.2),
         nn.Linear(4096, num_classes),
     )
-    return Classifier(Normalize(FER_MEAN, FER_STD), blocks, head)
+    return BlockNet(Normalize(FER_MEAN, FER_STD), blocks, head)
 
 
 @register_model(
@@ -65,4 +65,4 @@ def fernet(num_classes: int = 7, width: int = 32, dropout: float = 0.3, input_si
         "stage4": _stage(4 * w, 8 * w, pool=False),  # (B, 8w, 6, 6)
     }
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(8 * w, num_classes))
-    return Classifier(Normalize(FER_MEAN, FER_STD), blocks, head)
+    return BlockNet(Normalize(FER_MEAN, FER_STD), blocks, head)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ferkit.data.scan import INPUT_SIZE
-from ferkit.models.layers import FER_MEAN, FER_STD, Classifier, Normalize, check_int
+from ferkit.models.layers import FER_MEAN, FER_STD, BlockNet, Normalize, check_int
 from ferkit.models.registry import register_model
 
 
@@ -62,4 +62,4 @@ def mini_xception(num_classes: int = 7, input_size: int = INPUT_SIZE) -> nn.Modu
         "module4": XceptionModule(64, 128),  # (B, 128, 3, 3)
     }
     head = nn.Sequential(nn.Conv2d(128, num_classes, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    return Classifier(Normalize(FER_MEAN, FER_STD), blocks, head)
+    return BlockNet(Normalize(FER_MEAN, FER_STD), blocks, head)
