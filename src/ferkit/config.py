@@ -17,6 +17,8 @@ import yaml
 
 from ferkit.errors import InputError
 
+INPUT_SIZE = 48  # FER-2013's native face side: what datasets are stored at and models take unless told otherwise
+
 
 class ConfigError(InputError):
     """A recipe or override that does not fit the config schema."""
@@ -25,7 +27,7 @@ class ConfigError(InputError):
 @dataclass
 class DataConfig:
     path: str = ""  # dataset folder, .zip or .csv (the CLI's --data)
-    size: int = 48  # faces are stored at size x size gray
+    size: int = INPUT_SIZE  # faces are stored at size x size gray
     classes: list[str] | None = None  # output class order; default: canonical order of the remaining classes
     drop: list[str] = field(default_factory=list)  # classes to leave out, e.g. [disgust]
     rename: dict[str, str] = field(default_factory=dict)  # e.g. {anger: angry}; several to one merges classes

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import torch
 
+from ferkit.config import INPUT_SIZE
 from ferkit.errors import FerkitError
 
 FRAME_SIZE = (640, 480)  # width, height of the benchmark video frames
@@ -254,7 +255,7 @@ def bench_infer(model: str = "default", repeats: int = 50, calibration: str | Pa
     fer_python = fer_interpreter(fer_python)
     photo = read_image(SAMPLE_PHOTO)
     boxes = [d.box for d in get_detector("haar")(photo)]
-    faces = crop_faces(photo, boxes, 48)  # (N, 48, 48): the real face of the sample photo
+    faces = crop_faces(photo, boxes, INPUT_SIZE)  # (N, 48, 48): the real face of the sample photo
     with tempfile.TemporaryDirectory() as tmp:
         classification, loaded = bench_classification(model, faces, repeats, calibration, Path(tmp), notes)
         detection = bench_detection(bench_frame(photo), repeats, notes)

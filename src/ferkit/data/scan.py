@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from ferkit.config import INPUT_SIZE
 from ferkit.data.formats import DatasetReader, open_reader
 from ferkit.fileio import atomic_write
 from ferkit.labels import FERPLUS_VOTE_COLUMNS
@@ -23,7 +24,6 @@ from ferkit.labels import FERPLUS_VOTE_COLUMNS
 log = logging.getLogger(__name__)
 
 SCAN_VERSION = 1
-INPUT_SIZE = 48  # FER-2013's native face size: what datasets are stored at unless a model asks otherwise
 SPLIT_ORDER = ("train", "val", "test", "private")
 
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ferkit.data.scan import INPUT_SIZE
+from ferkit.config import INPUT_SIZE
 from ferkit.errors import FerkitError, UnknownNameError
 from ferkit.models.layers import Normalize, check_int, check_rate
 from ferkit.models.registry import TIMM_PREFIX, ModelSpec, options, register_model

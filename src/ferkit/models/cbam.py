@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ferkit.data.scan import INPUT_SIZE
+from ferkit.config import INPUT_SIZE
 from ferkit.errors import FerkitError
 from ferkit.models.layers import FER_MEAN, FER_STD, BlockNet, Normalize
 from ferkit.models.registry import register_model

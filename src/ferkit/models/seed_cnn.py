@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ferkit.data.scan import INPUT_SIZE
+from ferkit.config import INPUT_SIZE
 from ferkit.models.layers import FER_MEAN, FER_STD, BlockNet, Normalize, conv_bn_relu
 from ferkit.models.registry import register_model
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ferkit.data.scan import INPUT_SIZE
+from ferkit.config import INPUT_SIZE
 from ferkit.models.layers import FER_MEAN, FER_STD, BlockNet, Normalize, check_int
 from ferkit.models.registry import register_model
 
