@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import struct
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import cv2
@@ -132,3 +134,12 @@ def csv_from_faces(faces: dict[str, list[tuple[str, bytes]]], usage: str = "Trai
             pixels = " ".join(str(v) for v in decode(data).ravel())
             buf.write(f"{FER2013.index(cls)},{pixels},{usage}\n")
     return buf.getvalue()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header announces width x height pixels (a decompression bomb as far as any reader can tell)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + \
+        chunk(b"IEND", b"")

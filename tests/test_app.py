@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import png_header
+
 from ferkit.infer import SAMPLE_PHOTO
 from ferkit.models.weights import WEIGHTS
 
@@ -46,12 +48,14 @@ def wait_until_up(url: str, proc: subprocess.Popen, log: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    """The app as a user starts it, with a models folder holding a run (a copy of the fer2013 model)."""
+def app_server(tmp_path_factory):
+    """The app as a user starts it, with a models folder holding a run (a copy of the fer2013 model) and a
+    checkpoint whose header is broken: (url, the `ferkit app` process)."""
     root = tmp_path_factory.mktemp("app")
     models = root / "models"
     (models / "run1").mkdir(parents=True)
     shutil.copy(WEIGHTS["fer2013"].path, models / "run1" / "best.safetensors")
+    (models / "broken.safetensors").write_bytes(b"\x0c\x00\x00\x00\x00\x00\x00\x00{not a json}")
     port, log = free_port(), root / "server.log"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "ferkit.cli", "app", "--port", str(port),
@@ -60,10 +64,15 @@ def app_url(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url, proc, log)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def app_url(app_server):
+    return app_server[0]
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +163,80 @@ def test_bad_uploads_get_a_message_and_the_page_keeps_working(page, app_url, tmp
     upload(page, "Photos", SAMPLE_PHOTO)
     page.locator(".fk-face").first.wait_for(timeout=RESULT_TIMEOUT_MS)
     assert page.locator(".fk-face .fk-emotion").first.inner_text().strip() == "happy"
+
+
+def memory_mb(pid: int, field: str) -> float:
+    """VmRSS (now) or VmHWM (the peak since the last reset) of a process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def streamlit_pid(launcher: int) -> int:
+    """`ferkit app` runs Streamlit in a child process: its pid."""
+    children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and
+                (p / "stat").is_file() and (p / "stat").read_text().rsplit(")", 1)[1].split()[1] == str(launcher)]
+    assert len(children) == 1, children
+    return children[0]
+
+
+def test_photo_uploads_cost_the_server_bounded_memory(browser, app_server, tmp_path):
+    """A PNG whose header claims 30000x30000 pixels (under 1 MB on the wire) is refused from its header, and the
+    largest photo the app accepts (7000x7000) is read and answered, each within 500 MB of server memory."""
+    url, launcher = app_server
+    server = streamlit_pid(launcher.pid)
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header(30000, 30000))
+    big = tmp_path / "big.png"
+    scene = np.full((7000, 7000, 3), 128, np.uint8)
+    scene[2000:4500, 2000:4500] = cv2.resize(cv2.imread(str(SAMPLE_PHOTO)), (2500, 2500))
+    cv2.imwrite(str(big), scene)
+    del scene
+    for photo, answer in ((bomb, '[data-testid="stAlertContentError"]'), (big, ".fk-face")):
+        session = open_page(browser, url)
+        page = next(session)
+        before = memory_mb(server, "VmRSS")
+        Path(f"/proc/{server}/clear_refs").write_text("5")  # the peak starts again from now
+        upload(page, "Photos", photo)
+        page.locator(answer).first.wait_for(timeout=RESULT_TIMEOUT_MS)
+        wait_idle(page)
+        peak = memory_mb(server, "VmHWM") - before
+        print(f"{photo.name}: peak {peak:.0f} MB over the {before:.0f} MB the server held before")
+        assert peak < 500, f"{photo.name}: {peak:.0f} MB"
+        next(session, None)
+
+
+def test_sessions_at_once_each_get_their_own_faces(browser, app_url, tmp_path):
+    """Two browser sessions upload different photos at the same moment (one face; two faces) and share the
+    server's model: each page shows its own photo's faces."""
+    photo = cv2.imread(str(SAMPLE_PHOTO))
+    pair = tmp_path / "pair.jpg"
+    cv2.imwrite(str(pair), np.hstack([photo, photo[:, ::-1]]))
+    sessions = [open_page(browser, app_url) for _ in range(2)]
+    pages = [next(s) for s in sessions]
+    for page, upload_file in zip(pages, (SAMPLE_PHOTO, pair)):
+        box = page.locator('[data-testid="stFileUploader"]').filter(has_text="Photos")
+        box.locator('input[type="file"]').set_input_files([str(upload_file)])  # both before either answers
+    for page in pages:
+        page.locator(".fk-face").first.wait_for(timeout=RESULT_TIMEOUT_MS)
+        wait_idle(page)
+    from ferkit.infer import Recognizer
+
+    alone = [Recognizer.load().predict(p) for p in (SAMPLE_PHOTO, pair)]  # what each photo gives by itself
+    assert len(alone[0]) != len(alone[1])
+    for page, faces in zip(pages, alone):
+        assert page.locator(".fk-face .fk-emotion").all_inner_texts() == [f.emotion for f in faces]
+    for session in sessions:  # each page's own checks (no traceback shown), then its browser context is closed
+        next(session, None)
+
+
+def test_a_broken_model_file_is_named_and_pages_keep_working(page):
+    note = page.locator('[data-testid="stSidebar"]').get_by_text("not offered: broken.safetensors")
+    note.wait_for(timeout=RESULT_TIMEOUT_MS)
+    assert "not a readable safetensors checkpoint" in note.inner_text()
+    upload(page, "Photos", SAMPLE_PHOTO)
+    page.locator(".fk-face").first.wait_for(timeout=RESULT_TIMEOUT_MS)
 
 
 def test_compare_runs_two_models_side_by_side(page, tmp_path):
@@ -302,10 +385,14 @@ def test_models_folder_offers_checkpoints_and_onnx_files(tmp_path):
     shutil.copy(cached_onnx("default"), tmp_path / "export.onnx")  # a real export of the default model
     (tmp_path / "fake.onnx").write_bytes(b"onnx")  # the name of a model, not one
     (tmp_path / "notes.txt").write_text("hi")
-    found = find_models(str(tmp_path))
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "runs" / "a" / "resume.safetensors"))  # a run's training state
+    found, unusable = find_models(str(tmp_path))
     assert [c.label for c in found] == ["export.onnx", "runs/a/best.safetensors"]
+    assert [u.split(":")[0] for u in unusable] == ["fake.onnx", "runs/imagenet.safetensors"]  # each with its reason
+    assert "not a readable ONNX model" in unusable[0] and str(tmp_path) not in unusable[0]
     choices, problem = model_choices(None, str(tmp_path))
-    assert choices[:2] == SHIPPED_CHOICES and len(choices) == 4 and problem is None
+    assert choices[:2] == SHIPPED_CHOICES and len(choices) == 4
+    assert problem.startswith("not offered: fake.onnx: ") and "runs/imagenet.safetensors: " in problem
     assert [c.source for c in SHIPPED_CHOICES] == ["default", "fer2013"]
     choices, problem = model_choices("fer2013", None)
     assert [c.source for c in choices] == ["fer2013", "default"]  # the start model first

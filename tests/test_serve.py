@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 import subprocess
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from csv import DictReader
 from pathlib import Path
@@ -16,7 +14,7 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-from conftest import FERKIT
+from conftest import FERKIT, png_header
 
 from ferkit.infer.source import SAMPLE_PHOTO
 from ferkit.serve import running_server
@@ -39,15 +37,6 @@ def post_faces(url: str, files: list[tuple[str, bytes]], headers=HEADERS) -> htt
 
 def jpeg(image: np.ndarray) -> bytes:
     return cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A PNG whose header announces width x height pixels (a decompression bomb as far as any reader can tell)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + \
-        chunk(b"IEND", b"")
 
 
 def test_sample_photo_gives_one_happy_face(server):

@@ -39,7 +39,7 @@ def render_compare_tab(sel: Selection) -> None:
             results[choice.label] = result.faces
             st.image(result.annotated, width="stretch")
             st.html(f'<p class="fk-summary" data-faces="{len(result.faces)}">{summary_line(result.faces)}</p>')
-            show_faces(result.image, result.faces)
+            show_faces(result.faces, result.thumbnails)
     if len(results) > 1 and any(results.values()):
         st.markdown("**Face by face**")
         st.dataframe(agreement_table(results), width="stretch")

@@ -11,7 +11,7 @@ import streamlit as st
 from ferkit.app.launch import MODEL_SUFFIXES
 from ferkit.errors import FerkitError
 from ferkit.infer import Recognizer
-from ferkit.models.checkpoint import is_onnx, read_meta
+from ferkit.models.checkpoint import RESUME_FILE, is_onnx, read_meta
 from ferkit.models.weights import WEIGHTS
 
 MAX_FOUND_MODELS = 200  # a models folder pointed at a home directory must not scan for minutes
@@ -28,31 +28,38 @@ class ModelChoice:
 SHIPPED_CHOICES = [ModelChoice(f"{w.name} (shipped with ferkit: {w.summary})", w.name) for w in WEIGHTS.values()]
 
 
-def is_model_file(path: Path) -> bool:
-    """A ferkit ONNX export, or a .safetensors file that is a ferkit checkpoint (not a resume state, foreign weights
-    or a damaged file)."""
+def model_file_problem(path: Path) -> str | None:
+    """Why ``path`` is not a model the app can run (a damaged file, weights not from ferkit, ...), or None for a
+    ferkit ONNX export or checkpoint."""
     from ferkit.models.onnx import read_onnx_meta
 
     try:
         read_onnx_meta(path) if is_onnx(path) else read_meta(path)
-    except FerkitError:
-        return False
-    return True
+    except FerkitError as e:
+        return str(e).removeprefix(f"{path}: ")
+    return None
 
 
 @st.cache_data(ttl=30, show_spinner=False)
-def find_models(folder: str) -> list[ModelChoice]:
-    """Checkpoints and ONNX files under ``folder`` (recursively), labelled by their path inside it."""
+def find_models(folder: str) -> tuple[list[ModelChoice], list[str]]:
+    """Checkpoints and ONNX files under ``folder`` (recursively), labelled by their path inside it, and each file
+    that has a model's name but is not one, with the reason (runs' resume states are passed over in silence)."""
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise FerkitError(f"{folder}: no such folder")
     found: list[ModelChoice] = []
+    unusable: list[str] = []
     for path in sorted(root.rglob("*")):
-        if path.suffix.lower() in MODEL_SUFFIXES and path.is_file() and is_model_file(path):
-            found.append(ModelChoice(path.relative_to(root).as_posix(), str(path.resolve())))
-            if len(found) == MAX_FOUND_MODELS:
-                break
-    return found
+        if path.suffix.lower() not in MODEL_SUFFIXES or path.name == RESUME_FILE or not path.is_file():
+            continue
+        label = path.relative_to(root).as_posix()
+        if (problem := model_file_problem(path)) is not None:
+            unusable.append(f"{label}: {problem}")
+            continue
+        found.append(ModelChoice(label, str(path.resolve())))
+        if len(found) == MAX_FOUND_MODELS:
+            break
+    return found, unusable
 
 
 def model_choices(start_model: str | None, folder: str | None) -> tuple[list[ModelChoice], str | None]:
@@ -65,12 +72,14 @@ def model_choices(start_model: str | None, folder: str | None) -> tuple[list[Mod
     problem = None
     if folder:
         try:
-            found = find_models(folder)
+            found, unusable = find_models(folder)
         except FerkitError as e:
-            found, problem = [], str(e)
+            found, unusable, problem = [], [], str(e)
         else:
             if not found:
                 problem = f"no .safetensors checkpoints or .onnx models in {folder}"
+        if unusable:
+            problem = "; ".join(filter(None, [problem, f"not offered: {'; '.join(unusable)}"]))
         known = {c.source for c in choices}
         choices += [c for c in found if c.source not in known]
     return choices, problem

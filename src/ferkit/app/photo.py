@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cv2
@@ -15,35 +15,46 @@ import streamlit as st
 from ferkit.app.models import load_recognizer
 from ferkit.app.sidebar import Selection
 from ferkit.app.uploads import MAX_PHOTO_MB, PHOTO_TYPES, UploadError, read_photo
-from ferkit.app.views import show_faces, summary_line
+from ferkit.app.views import face_thumbnail, show_faces, summary_line
 from ferkit.errors import FerkitError
 from ferkit.infer import SAMPLE_PHOTO, annotate
 
 log = logging.getLogger(__name__)
 
 
+SHOWN_SIDE = 2048  # the annotated copy a page shows is at most this many pixels across (a browser shows less)
+
+
 @dataclass
 class PhotoView:
-    """One analysed upload: the photo, its annotated copy and its faces."""
+    """One analysed upload, as the page shows it: what it kept is small whatever the photo's size (the decoded
+    photo itself is let go once its faces are read)."""
 
     name: str
-    image: np.ndarray  # (H, W, 3) BGR, as uploaded
-    annotated: np.ndarray  # (H, W, 3) RGB, boxes and labels drawn
+    width: int  # of the photo as uploaded; boxes are in its pixels
+    height: int
+    annotated: np.ndarray  # (h, w, 3) RGB, boxes and labels drawn, at most SHOWN_SIDE across
     faces: list[dict[str, Any]]  # Face.to_dict() of each face
+    thumbnails: list[str]  # each face's crop as a PNG data URI
 
     def to_dict(self) -> dict[str, Any]:
-        return {"file": self.name, "width": int(self.image.shape[1]), "height": int(self.image.shape[0]),
-                "faces": self.faces}
+        return {"file": self.name, "width": self.width, "height": self.height, "faces": self.faces}
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def analyse_photo(name: str, data: bytes, source: str, detector: str, tta: str) -> PhotoView:
     """Decode, recognise and draw one uploaded photo (cached on its bytes and the settings)."""
     image = read_photo(name, data)
-    recognizer = load_recognizer(source, detector, tta)
-    faces = recognizer.predict(image)
-    annotated = cv2.cvtColor(annotate(image, faces), cv2.COLOR_BGR2RGB)
-    return PhotoView(name, image, annotated, [f.to_dict() for f in faces])
+    faces = load_recognizer(source, detector, tta).predict(image)
+    thumbnails = [face_thumbnail(image, list(f.box)) for f in faces]
+    height, width = image.shape[:2]
+    scale = min(1.0, SHOWN_SIDE / max(height, width))
+    drawn = faces
+    if scale < 1:  # drawn on a smaller copy, so that labels keep their size on the page
+        image = cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+        drawn = [replace(f, box=tuple(round(v * scale) for v in f.box)) for f in faces]
+    annotated = cv2.cvtColor(annotate(image, drawn), cv2.COLOR_BGR2RGB)
+    return PhotoView(name, width, height, annotated, [f.to_dict() for f in faces], thumbnails)
 
 
 def run_photo(name: str, data: bytes, sel: Selection, source: str | None = None) -> PhotoView | None:
@@ -90,7 +101,7 @@ def render_photo_tab(sel: Selection) -> None:
         left, right = st.columns([3, 2], gap="large")
         left.image(result.annotated, width="stretch")
         with right:
-            show_faces(result.image, result.faces)
+            show_faces(result.faces, result.thumbnails)
     if results:
         report = {"model": sel.model.label, "detector": sel.detector, "tta": sel.tta,
                   "photos": [r.to_dict() for r in results]}

@@ -46,12 +46,11 @@ def render_sidebar(options: AppOptions) -> Selection:
                            help="Average the model over mirrored and shifted copies of each face.")
         with st.expander("Your own models", expanded=bool(problem), icon=":material/folder_open:"):
             st.text_input("Models folder", placeholder="/path/to/runs", key="models_dir",
-                          help="A folder with .safetensors checkpoints (run directories of `ferkit train`) and "
+                          help="A folder with .safetensors checkpoints (training run directories) and "
                                ".onnx exports (`ferkit export`); subfolders are searched too.")
             if problem:
                 st.caption(f":orange[{problem}]")
-            else:
-                st.caption(f"{len(choices)} models on offer.")
+            st.caption(f"{len(choices)} models on offer.")
         st.divider()
         st.caption("Everything runs on this computer: photos, videos and the camera never leave it.")
     return Selection(model=model, choices=tuple(choices), detector=detector, tta=tta)

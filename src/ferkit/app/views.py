@@ -91,14 +91,14 @@ def face_thumbnail(image_bgr: np.ndarray, box: list[int], size: int = THUMBNAIL)
     return "data:image/png;base64," + base64.b64encode(cv2.imencode(".png", crop)[1].tobytes()).decode()
 
 
-def show_faces(image_bgr: np.ndarray, faces: list[dict[str, Any]]) -> None:
-    """One card per face, with its crop out of ``image_bgr``."""
+def show_faces(faces: list[dict[str, Any]], thumbnails: list[str]) -> None:
+    """One card per face, with its crop (``face_thumbnail``)."""
     if not faces:
         st.html('<p class="fk-empty">No face found. Try a photo where faces are larger, frontal and well lit, '
                 "or another face detector in the sidebar.</p>")
         return
-    for i, face in enumerate(faces, 1):
-        st.html(face_card(i, face, face_thumbnail(image_bgr, face["box"])))
+    for i, (face, thumbnail) in enumerate(zip(faces, thumbnails), 1):
+        st.html(face_card(i, face, thumbnail))
 
 
 def summary_line(faces: list[dict[str, Any]]) -> str:

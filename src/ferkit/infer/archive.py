@@ -53,8 +53,13 @@ class ChunkProcessor:
         # The pool's threads are the parallelism: threads of their own inside each model call would fight them.
         # Set before any runtime is made (LiteRT and onnxruntime read it then); close() sets it back.
         self._threads_before = set_cpu_threads(1) if self.workers > 1 else None
-        self.classifier = load_classifier(model, backend, tta)
-        self.detector = PerThreadDetector(detector)
+        try:
+            self.classifier = load_classifier(model, backend, tta)
+            self.detector = PerThreadDetector(detector)
+        except BaseException:
+            if self.workers > 1:
+                set_cpu_threads(self._threads_before)
+            raise
         self.detect_every = detect_every
         self.labels = self.classifier.labels
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ferkit-detect")

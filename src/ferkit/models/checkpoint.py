@@ -24,6 +24,7 @@ from ferkit.fileio import atomic_write
 META_KEY = "ferkit"
 BEST, LAST = "best", "last"  # the checkpoints of a run directory
 CONFIG_FILE = "config.yaml"  # the resolved recipe of a run directory
+RESUME_FILE = "resume.safetensors"  # a run directory's training state (not a model)
 ONNX_SUFFIX = ".onnx"
 
 

@@ -39,7 +39,7 @@ def resolve_run(spec: str | Path) -> RunSource:
         ckpt = path / f"{BEST}.safetensors"
         if not ckpt.is_file():
             has = "no best checkpoint yet" if (path / CONFIG_FILE).is_file() else "no best.safetensors"
-            raise FerkitError(f"{path}: not a run directory ({has}); give a folder written by ferkit train, "
+            raise FerkitError(f"{path}: not a run directory ({has}); give a training run's folder, "
                               "a .safetensors checkpoint or 'default'")
         return _with_history(RunSource(path.resolve().name, ckpt, path / METRICS_FILE))
     if path.suffix == ".json":

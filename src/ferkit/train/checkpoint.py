@@ -16,8 +16,6 @@ from ferkit.errors import FerkitError
 from ferkit.fileio import atomic_write
 from ferkit.models.checkpoint import META_KEY
 
-RESUME = "resume"  # a run directory's training state
-
 
 def _split_tensors(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     """Replace every tensor in a nested dict/list with a reference, collecting the tensors."""

@@ -21,8 +21,8 @@ from ferkit.train import distributed as dist
 from ferkit.train.augment import BatchAugment, eval_transform, resolve
 from ferkit.train.callbacks import CSVLogger, Callback, EarlyStopping, ModelCheckpoint, TensorBoard, monitor_mode
 from ferkit.device import native_bf16, resolve_device
-from ferkit.models.checkpoint import BEST, CONFIG_FILE, save_checkpoint
-from ferkit.train.checkpoint import RESUME, load_state, save_state
+from ferkit.models.checkpoint import BEST, CONFIG_FILE, RESUME_FILE, save_checkpoint
+from ferkit.train.checkpoint import load_state, save_state
 from ferkit.train.data import RunData, prepare_data
 from ferkit.train.losses import balanced_class_weights, sample_weights, soft_cross_entropy
 from ferkit.train.optim import build_optimizer, build_schedule, optimizer, schedule, schedule_state
@@ -379,7 +379,7 @@ class Trainer:
                 for c in self.callbacks:
                     c.on_epoch_end(self, metrics)
                 if self.ctx.is_main:
-                    save_state(self.run_dir / f"{RESUME}.safetensors", self.state_dict())
+                    save_state(self.run_dir / RESUME_FILE, self.state_dict())
             self.stage += 1
             self.stage_epoch = 0
         for c in self.callbacks:
@@ -457,7 +457,7 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool = False,
           callbacks: list[Callback] | None = None) -> dict[str, Any]:
     """Train a new run into ``run_dir`` (which must not hold another run)."""
     run_dir = check_out_dir(run_dir)
-    if (run_dir / f"{RESUME}.safetensors").exists():
+    if (run_dir / RESUME_FILE).exists():
         raise FerkitError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick a new --out")
     return Trainer(cfg, run_dir, progress, callbacks).fit()
 
@@ -465,7 +465,7 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool = False,
 def resume(run_dir: str | Path, progress: bool = False, callbacks: list[Callback] | None = None) -> dict[str, Any]:
     """Continue a run exactly where it stopped (after a crash or kill too)."""
     run_dir = Path(run_dir)
-    state_file = run_dir / f"{RESUME}.safetensors"
+    state_file = run_dir / RESUME_FILE
     if not state_file.exists():
         raise FerkitError(f"{run_dir}: nothing to resume (no {state_file.name}); start it with ferkit train")
     cfg = load_config(run_dir / CONFIG_FILE)
