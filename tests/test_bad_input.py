@@ -158,6 +158,8 @@ def corpus(tmp_path_factory, fer_zip) -> dict[str, tuple[list, list[Path]]]:
         "batch: missing input": (["batch", t / "nope", "--out", o / "b2"], [o / "b2"]),
         "batch: not a zip": (["batch", t / "not.zip", "--out", o / "b3"], [o / "b3"]),
         "batch: --out under /proc": (["batch", photo, "--out", "/proc/ferkit-batch"], []),
+        "batch: detect every 0": (["batch", photo, "--out", o / "b4", "--detect-every", "0"], [o / "b4"]),
+        "batch: chunk 0": (["batch", photo, "--out", o / "b5", "--chunk", "0"], [o / "b5"]),
         "report: missing run": (["report", t / "nope", "--data", fer, "--out", o / "r.html"], [o / "r.html"]),
         "report: not a run": (["report", t / "empty", "--data", fer, "--out", o / "r.html"], [o / "r.html"]),
         "report: not html": (["report", "default", "--data", fer, "--out", o / "r.txt"], [o / "r.txt"]),
@@ -167,6 +169,9 @@ def corpus(tmp_path_factory, fer_zip) -> dict[str, tuple[list, list[Path]]]:
         "bench detect: missing data": (["bench", "detect", "--data", t / "nope.zip"], []),
         "serve: port out of range": (["serve", "--port", "-1"], []),
         "serve: unknown model": (["serve", "--model", "nope"], []),
+        "serve: endless batch wait": (["serve", "--max-wait-ms", "inf"], []),
+        "serve: timeout nan": (["serve", "--timeout", "nan"], []),
+        "serve: upload limit inf": (["serve", "--max-upload-mb", "inf"], []),
     }
     return cases
 
@@ -191,8 +196,10 @@ CASES = [  # the corpus's case names, listed here so that pytest can name each t
     "export: unknown model", "export: not .onnx", "export: under /proc", "export: garbage checkpoint",
     "export: checkpoint nan", "export: hub under /proc", "export: hub is a file",
     "batch: empty folder", "batch: missing input", "batch: not a zip", "batch: --out under /proc",
+    "batch: detect every 0", "batch: chunk 0",
     "report: missing run", "report: not a run", "report: not html", "prior: missing run", "prior: tau without out",
     "bench detect: no faces", "bench detect: missing data", "serve: port out of range", "serve: unknown model",
+    "serve: endless batch wait", "serve: timeout nan", "serve: upload limit inf",
 ]
 
 

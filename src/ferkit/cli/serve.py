@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from ferkit.errors import FerkitError
 
@@ -62,8 +63,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and not 0 < value < (65536 if name == "port" else 10_000):
             raise FerkitError(f"--{name.replace('_', '-')} {value} is out of range")
-    if not (args.max_wait_ms >= 0 and args.max_upload_mb > 0 and args.timeout > 0):
-        raise FerkitError("--max-wait-ms must be 0 or more, --max-upload-mb and --timeout above 0")
+    if not (0 <= args.max_wait_ms < math.inf and 0 < args.max_upload_mb < math.inf and 0 < args.timeout < math.inf):
+        raise FerkitError("--max-wait-ms must be a number of 0 or more, --max-upload-mb and --timeout numbers above 0")
     settings = Settings(model=args.model, detector=args.detector, backend=args.backend, tta=args.tta,
                         api_key=args.api_key or os.environ.get("FERKIT_API_KEY") or None,
                         batching=not args.no_batching, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,

@@ -272,6 +272,8 @@ def predict_archive(inputs: Sequence[str | Path], out: str | Path, model: str = 
         raise UnknownNameError(f"unknown engine {engine!r}; choose local or ray")
     if chunk < 1:
         raise FerkitError(f"chunk {chunk}: give 1 or more inputs per chunk")
+    if detect_every < 1:
+        raise FerkitError(f"detect every {detect_every} frames: give 1 (every frame) or more")
     refs = list_inputs(inputs)
     first = next(refs, None)
     if first is None:
