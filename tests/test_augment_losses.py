@@ -357,3 +357,41 @@ def test_absent_class_gets_zero_weight_and_sampler_balances():
     assert np.allclose([s[labels == c].sum() for c in range(3)], 7 / 3)  # each present class draws equally
     with pytest.raises(FerkitError, match="train set is empty"):
         balanced_class_weights(np.array([], dtype=int), 4)
+
+
+def test_balanced_class_weights_check_labels_and_name_missing_classes(caplog):
+    import logging
+
+    from ferkit.errors import FerkitError
+
+    with pytest.raises(ValueError, match=r"^labels must lie in \[0, 3\), got 0\.\.3$"):
+        balanced_class_weights(np.array([0, 1, 3]), 3)  # the class count itself is out of range
+    with pytest.raises(ValueError, match=r"got -1\.\.1$"):
+        balanced_class_weights(np.array([-1, 1]), 3)
+    with pytest.raises(FerkitError, match="^train.class_weights=balanced needs training labels, and the train set"):
+        balanced_class_weights(np.array([], int), 3)
+    with caplog.at_level(logging.WARNING, logger="ferkit.train.losses"):
+        weights = balanced_class_weights(np.array([0, 0, 2]), 3)
+        assert caplog.messages == ["classes [1] have no training images; their class weight is 0"]
+        caplog.clear()
+        balanced_class_weights(np.array([0, 1, 2, 2]), 3)
+        assert caplog.messages == []  # every class present: nothing to say
+    assert weights.dtype == np.float64 and weights.tolist() == pytest.approx([0.75, 0.0, 1.5])
+
+
+def test_soft_cross_entropy_refuses_bad_shapes_and_smoothing_and_runs_outside_autocast():
+    logits, target = torch.randn(4, 3), torch.eye(3)[[0, 1, 2, 0]]
+    with pytest.raises(ValueError, match=r"^logits and target must both be \(B, C\), got \(4, 3\) and \(4, 2\)$"):
+        soft_cross_entropy(logits, target[:, :2])
+    with pytest.raises(ValueError, match=r"got \(1, 4, 3\) and \(1, 4, 3\)"):  # same shapes, but not (B, C)
+        soft_cross_entropy(logits[None], target[None])
+    with pytest.raises(ValueError, match=r"^label_smoothing must lie in \[0, 1\], got 1.5$"):
+        soft_cross_entropy(logits, target, label_smoothing=1.5)
+    uniform = soft_cross_entropy(logits, target, label_smoothing=1.0)  # the target is all smoothing
+    assert uniform.item() == pytest.approx(-F.log_softmax(logits, -1).mean(-1).mean().item(), rel=1e-6)
+    weights = torch.tensor([1.0, 2.0, 0.5])
+    plain = soft_cross_entropy(logits, target, weights, 0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the loss leaves autocast: fp32 whatever the training runs in
+        assert soft_cross_entropy(logits.bfloat16(), target, weights, 0.1).item() == pytest.approx(
+            soft_cross_entropy(logits.bfloat16().float(), target, weights, 0.1).item(), rel=1e-6)
+    assert plain.dtype == torch.float32

@@ -26,7 +26,7 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
     if labels.min() < 0 or labels.max() >= num_classes:
         raise ValueError(f"labels must lie in [0, {num_classes}), got {labels.min()}..{labels.max()}")
     present = np.unique(labels)
-    weights = np.zeros(num_classes, np.float64)
+    weights = np.zeros(num_classes)  # float64
     # sklearn refuses classes absent from the labels, so it only sees the present ones.
     weights[present] = compute_class_weight("balanced", classes=present, y=labels)
     if len(present) < num_classes:
@@ -58,7 +58,7 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, class_weights
     with torch.autocast(device_type=logits.device.type, enabled=False):
         logp = F.log_softmax(logits.float(), dim=-1)  # (B, C)
         t = target.float()
-        smoothed = t * (1.0 - label_smoothing) + label_smoothing / t.shape[1] if label_smoothing else t
+        smoothed = t * (1.0 - label_smoothing) + label_smoothing / t.shape[1]
         if class_weights is None:
             return -(smoothed * logp).sum(-1).mean()
         w = class_weights.to(device=logp.device, dtype=torch.float32)  # (C,)
