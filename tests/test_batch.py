@@ -159,9 +159,13 @@ def test_bad_inputs_say_what_is_wrong(inputs, tmp_path, capsys):
     ]
     (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04 not really")
     cases.append((["batch", tmp_path / "bad.zip", "--out", tmp_path / "o5"], "not a readable zip archive"))
+    cases.append((["batch", inputs / "photos", "--out", "/proc/ferkit-batch"], "/proc/ferkit-batch"))
+    from ferkit.device import cpu_threads
+
     for args, message in cases:
         code, _, err = run_main(capsys, *args)
         assert code == 2 and message in err and "Traceback" not in err, (args, err)
+        assert cpu_threads() == (os.cpu_count() or 1), args  # a failed job gives the thread setting back
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o5").exists()
 
 

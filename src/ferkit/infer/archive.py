@@ -280,27 +280,26 @@ def predict_archive(inputs: Sequence[str | Path], out: str | Path, model: str = 
         raise DataError(f"{', '.join(map(str, inputs))}: no photos or videos found")
     refs = _chain(first, refs)
     processor = ChunkProcessor(model, detector, backend, tta, workers, detect_every) if engine == "local" else None
-    labels = processor.labels if processor else _labels(model, backend, tta)
-    writer = PartWriter(out, labels)
-    skipped = [0]
-    counts = {"inputs": 0, "faces": 0, "no_face": 0, "unreadable": 0}
-    start = time.perf_counter()
-    bar = tqdm(desc="inputs", unit="input", disable=not progress)
-    if engine == "local":
-        results = _pipelined(processor, chunks(refs, writer.done, chunk, skipped))
-    else:
-        results = _ray_results(chunks(refs, writer.done, chunk, skipped), model, detector, backend, tta,
-                               workers, ray_address, detect_every)
-    try:
-        for statuses, faces in results:
-            writer.write(statuses, faces)
-            counts["inputs"] += len(statuses)
-            counts["faces"] += len(faces)
-            counts["no_face"] += sum(s["status"] == "no_face" for s in statuses)
-            counts["unreadable"] += sum(s["status"] == "unreadable" for s in statuses)
-            bar.update(len(statuses))
+    try:  # the processor's threads and thread setting are given back however the job ends
+        labels = processor.labels if processor else _labels(model, backend, tta)
+        writer = PartWriter(out, labels)
+        skipped = [0]
+        counts = {"inputs": 0, "faces": 0, "no_face": 0, "unreadable": 0}
+        start = time.perf_counter()
+        if engine == "local":
+            results = _pipelined(processor, chunks(refs, writer.done, chunk, skipped))
+        else:
+            results = _ray_results(chunks(refs, writer.done, chunk, skipped), model, detector, backend, tta,
+                                   workers, ray_address, detect_every)
+        with tqdm(desc="inputs", unit="input", disable=not progress) as bar:
+            for statuses, faces in results:
+                writer.write(statuses, faces)
+                counts["inputs"] += len(statuses)
+                counts["faces"] += len(faces)
+                counts["no_face"] += sum(s["status"] == "no_face" for s in statuses)
+                counts["unreadable"] += sum(s["status"] == "unreadable" for s in statuses)
+                bar.update(len(statuses))
     finally:
-        bar.close()
         if processor is not None:
             processor.close()
     return BatchSummary(str(writer.out), engine, counts["inputs"], skipped[0], counts["faces"], counts["no_face"],
