@@ -43,14 +43,14 @@ class ServeRow:
 
 def drive(url: str, photo: bytes, clients: int, requests: int, headers: dict[str, str]) -> tuple[float, list[float]]:
     """``requests`` POST /v1/faces split over ``clients`` threads: (wall seconds, each request's latency)."""
-    host, port = urlsplit(url).hostname, urlsplit(url).port
+    address = urlsplit(url)
     latencies: list[float] = []
     failures: list[str] = []
     lock = threading.Lock()
     shares = [requests // clients + (i < requests % clients) for i in range(clients)]
 
     def client(n: int) -> None:
-        conn = http.client.HTTPConnection(host, port, timeout=120)
+        conn = http.client.HTTPConnection(address.hostname, address.port, timeout=120)
         try:
             for _ in range(n):
                 t0 = time.perf_counter()

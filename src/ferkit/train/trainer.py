@@ -279,7 +279,8 @@ class Trainer:
         # Data order and augmentation depend only on (seed, epoch): a resumed run sees the same batches.
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)
         order = self._epoch_order(gen)
-        steps = min(self.steps_per_epoch(), max_batches or self.steps_per_epoch())
+        steps = self.steps_per_epoch()
+        steps = min(steps, max_batches) if max_batches else steps
         batches = order[: steps * self.batch_size].view(steps, self.batch_size)
         train_mode(self.model)
         total_loss = torch.zeros((), device=self.device)
