@@ -1,4 +1,4 @@
-"""`ferkit evaluate`: metrics against scikit-learn, TTA, ensembles, label matching by name, files, bad inputs.
+"""`ferkit evaluate`: TTA, ensembles, label matching by name, files, bad inputs.
 
 Two tiny real runs are trained once for the module: one on 40x40 crops of the 48px faces, one on whole faces.
 """
@@ -18,7 +18,7 @@ from conftest import decode, real_faces, run_cli, run_main
 
 from ferkit.config import load_config
 from ferkit.errors import FerkitError
-from ferkit.evaluate import calibration, compute_metrics, evaluate, predict_proba
+from ferkit.evaluate import evaluate, predict_proba
 from ferkit.models.predict import load_members, tta_views
 from ferkit.labels import FER2013
 from ferkit.train.augment import eval_transform
@@ -46,56 +46,6 @@ def faces(fer_zip) -> np.ndarray:
     """64 real PublicTest faces, uint8 (64, 48, 48)."""
     files = real_faces(fer_zip, 10, "test")
     return np.stack([decode(data) for cls in sorted(files) for _, data in files[cls]])[:64]
-
-
-# ---- metrics -------------------------------------------------------------------------------------------------
-
-
-def test_metrics_agree_with_sklearn():
-    from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, log_loss,
-                                 precision_recall_fscore_support, top_k_accuracy_score)
-
-    rng = np.random.default_rng(0)
-    labels = ["a", "b", "c", "d", "e"]
-    y = rng.choice([0, 1, 2, 4], size=200, p=[0.4, 0.3, 0.2, 0.1])  # class "d" has no image
-    logits = rng.normal(size=(200, 5)) + 2.0 * np.eye(5)[y] * rng.random((200, 1))
-    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    ev = compute_metrics(y, probs, labels)
-    pred = probs.argmax(1)
-    ids = list(range(5))
-    assert ev.accuracy == pytest.approx(accuracy_score(y, pred))
-    p, r, f, s = precision_recall_fscore_support(y, pred, labels=ids, zero_division=0)
-    for i, c in enumerate(labels):
-        got = ev.per_class[c]
-        assert (got.precision, got.recall, got.f1, got.support) == pytest.approx((p[i], r[i], f[i], s[i]))
-    # Averages over the classes the data has: class "d" (no image) would add an F1 of 0 to the macro average.
-    present = [0, 1, 2, 4]
-    assert ev.macro_f1 == pytest.approx(f1_score(y, pred, labels=present, average="macro", zero_division=0))
-    assert ev.macro_f1 > f1_score(y, pred, labels=ids, average="macro", zero_division=0)
-    assert ev.weighted.f1 == pytest.approx(f1_score(y, pred, labels=ids, average="weighted", zero_division=0))
-    assert ev.confusion == confusion_matrix(y, pred, labels=ids).tolist()
-    assert ev.log_loss == pytest.approx(log_loss(y, probs, labels=ids))
-    assert ev.top2_accuracy == pytest.approx(top_k_accuracy_score(y, probs, k=2, labels=ids))
-    assert ev.absent_classes == ["d"] and ev.n == 200
-    normalized = np.asarray(ev.confusion_normalized)
-    assert np.allclose(normalized[[0, 1, 2, 4]].sum(1), 1) and not normalized[3].any()
-    d = json.loads(json.dumps(ev.to_dict()))  # JSON-ready as it is
-    assert d["macro_f1"] == ev.macro_f1 and d["per_class"]["d"]["support"] == 0
-
-
-def test_expected_calibration_error_by_hand():
-    probs = np.array([[0.9, 0.05, 0.05],  # bin (0.867, 0.933], right
-                      [0.05, 0.9, 0.05],  # same bin, wrong
-                      [0.58, 0.22, 0.2],  # bin (0.533, 0.6], right
-                      [0.35, 0.33, 0.32]])  # bin (0.333, 0.4], right
-    y = np.array([0, 2, 0, 0])
-    cal = calibration(y, probs)
-    # 2/4 * |1/2 - 0.9| + 1/4 * |1 - 0.58| + 1/4 * |1 - 0.35|
-    assert cal.ece == pytest.approx(0.5 * 0.4 + 0.25 * 0.42 + 0.25 * 0.65)
-    assert cal.bins == 15 and sum(cal.count) == 4
-    assert cal.count[13] == 2 and cal.accuracy[13] == 0.5 and cal.confidence[13] == pytest.approx(0.9)
-    assert cal.count[8] == 1 and cal.count[5] == 1 and cal.accuracy[0] is None
-    assert compute_metrics(y, probs, ["x", "y", "z"]).ece == pytest.approx(cal.ece)
 
 
 # ---- prediction ----------------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -153,6 +155,33 @@ def test_bench_robustness_scores_like_evaluate(kaggle_folder, tmp_path, capsys):
     code, _, err = run_main(capsys, "bench", "robustness", "fer2013", "--data", kaggle_folder, "--perturbation",
                             "snow")
     assert code == 2 and "unknown perturbation 'snow'" in err
+
+
+FER_PYTHON = Path.home() / "fer-env" / "bin" / "python"
+
+
+def test_bench_robustness_refuses_a_python_without_fer_before_any_work(kaggle_folder, capsys):
+    code, out, err = run_main(capsys, "bench", "robustness", "fer2013", "--data", kaggle_folder,
+                              "--fer-python", sys.executable)
+    assert code == 2 and err.count("\n") == 1 and "import fer" in err and out == ""
+
+
+@pytest.mark.skipif(not FER_PYTHON.exists(), reason="the fer package's environment (~/fer-env) is not here")
+def test_bench_robustness_scores_the_fer_package_on_the_same_faces(kaggle_folder):
+    from ferkit.bench.fer import LABELS, fer_scores
+    from ferkit.evaluate.data import load_eval_data
+
+    rows = bench_robustness(["fer2013"], kaggle_folder, "test", "none", ["tighter crop"], limit=40,
+                            fer_python=str(FER_PYTHON))
+    assert [r.model for r in rows] == ["fer2013", "fer"] and rows[1].images == 40
+    d = load_eval_data(kaggle_folder, "test", LABELS, 48)
+    pick = np.sort(np.random.default_rng(0).permutation(len(d.y))[:40])
+    faces, y = d.faces.images[pick], d.y[pick]
+    for name in ("clean", "tighter crop"):
+        scores = fer_scores(str(FER_PYTHON), PERTURBATIONS[name][1](faces))
+        assert scores.shape == (40, 7) and np.allclose(scores.sum(1), 1, atol=0.05)  # fer's rounded probabilities
+        assert rows[1].accuracy[name] == pytest.approx((scores.argmax(1) == y).mean())
+    assert rows[1].accuracy["clean"] > 0.3  # fer reads these faces far above chance (1/7)
 
 
 # ---- answers restricted to some classes -------------------------------------------------------------------------

@@ -180,65 +180,17 @@ def bench_end_to_end(photo_path: Path, clip: Path, classifiers: dict[str, Any], 
     return _ratios(rows, lower_is_better=True)
 
 
-# Times fer's FER().detect_emotions on one photo; run by the interpreter that has fer (it needs TensorFlow, which
-# often lives in another environment than PyTorch). Prints {"ms": median, "faces": n}.
-FER_SCRIPT = """
-import json, os, statistics, sys, time
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-import cv2
-try:
-    from fer.fer import FER
-except ImportError:
-    from fer import FER
-image, repeats = cv2.imread(sys.argv[1]), int(sys.argv[2])
-detector = FER()
-for _ in range(3):
-    faces = detector.detect_emotions(image)
-times = []
-for _ in range(repeats):
-    t0 = time.perf_counter()
-    detector.detect_emotions(image)
-    times.append(time.perf_counter() - t0)
-print(json.dumps({"ms": 1000 * statistics.median(times), "faces": len(faces)}))
-"""
-
-
-def fer_interpreter(fer_python: str | None) -> str | None:
-    """The Python to time fer with: ``fer_python`` (checked now, before any measuring) or this one if it has fer."""
-    import importlib.util
-    import subprocess
-    import sys
-
-    if fer_python is None:
-        return sys.executable if importlib.util.find_spec("fer") else None
-    try:
-        ok = subprocess.run([fer_python, "-c", "import fer"], capture_output=True, timeout=300).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        ok = False
-    if not ok:
-        raise FerkitError(f"--fer-python {fer_python}: not a Python where `import fer` works; give the one of the "
-                          "environment where fer is installed")
-    return fer_python
-
-
 def _fer_row(photo: Path, repeats: int, python: str | None, notes: list[str]) -> Row | None:
     """fer's end-to-end time on the same photo, measured by ``python`` (see ``fer_interpreter``)."""
     import json
-    import subprocess
+
+    from ferkit.bench.fer import TIME_PHOTO, run_fer
 
     if python is None:
         notes.append("the fer package is not importable here; give --fer-python PATH (a Python that has fer) to "
                      "measure it as the end-to-end baseline")
         return None
-    try:
-        out = subprocess.run([python, "-c", FER_SCRIPT, str(photo), str(repeats)], capture_output=True, text=True,
-                             timeout=1800)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise FerkitError(f"--fer-python {python}: could not run it ({e})") from None
-    if out.returncode != 0:
-        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
-        raise FerkitError(f"--fer-python {python}: fer failed ({last}); give a Python where `import fer` works")
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res = json.loads(run_fer(python, TIME_PHOTO, str(photo), str(repeats), timeout=1800).strip().splitlines()[-1])
     return Row("fer", f"its default (Haar + TensorFlow CNN), {res['faces']} face(s) found", res["ms"], "ms/photo")
 
 
@@ -251,6 +203,8 @@ def bench_infer(model: str = "default", repeats: int = 50, calibration: str | Pa
 
     if repeats < 1 or video_frames < 1 or detect_every < 1:
         raise FerkitError("repeats, video frames and detect-every must be at least 1")
+    from ferkit.bench.fer import fer_interpreter
+
     notes: list[str] = []
     fer_python = fer_interpreter(fer_python)
     photo = read_image(SAMPLE_PHOTO)

@@ -3,7 +3,8 @@
 Every face of a split is perturbed the same way for every model (a tighter, looser or shifted crop of the face, a
 turned face, blur, low contrast, JPEG at quality 20, histogram equalization), then each model scores it with its own
 preprocessing. The dataset's faces are all there is of each photo, so a looser crop fills its margin with the
-face's border pixels repeated (as the detectors' bench frames its faces).
+face's border pixels repeated (as the detectors' bench frames its faces). With ``fer_python`` the `fer` package
+scores the same faces too, each given to it as the face box of its own image.
 """
 
 from __future__ import annotations
@@ -89,12 +90,15 @@ def check_perturbations(names: Sequence[str] | None) -> list[str]:
 
 def bench_robustness(models: Sequence[str | Path], data: str | Path, split: str = "test", tta: str | None = "none",
                      perturbations: Sequence[str] | None = None, limit: int | None = None, seed: int = 0,
-                     on_step: Callable[[str, str], None] | None = None) -> list[ModelRobustness]:
+                     on_step: Callable[[str, str], None] | None = None,
+                     fer_python: str | None = None) -> list[ModelRobustness]:
     """Each model's accuracy on ``split`` of ``data``, clean and under each perturbation.
 
     ``tta`` None means each model's own protocol; ``limit`` scores a random subset of that many faces (the same
     faces for every model and perturbation); ``on_step(model, perturbation)`` is called after each scoring.
+    ``fer_python``: a Python that has the fer package, scored last as the model "fer" (see ``ferkit.bench.fer``).
     """
+    from ferkit.bench.fer import fer_interpreter
     from ferkit.evaluate.data import load_eval_data
     from ferkit.evaluate.metrics import compute_metrics
     from ferkit.models.predict import check_tta, load_members, predict_proba
@@ -107,16 +111,21 @@ def bench_robustness(models: Sequence[str | Path], data: str | Path, split: str 
     if tta is not None:
         check_tta(tta)
     names = check_perturbations(perturbations)
+    fer = fer_interpreter(fer_python) if fer_python else None
     loaded = [(str(m), load_members([resolve_checkpoint(m)])) for m in models]  # every model found before work starts
+
+    def split_faces(labels: Sequence[str], face_size: int) -> tuple[np.ndarray, np.ndarray]:
+        d = load_eval_data(data, split, labels, face_size, progress=True)
+        pick = np.arange(len(d.y))
+        if limit is not None and limit < len(pick):
+            pick = np.sort(np.random.default_rng(seed).permutation(len(pick))[:limit])
+        return d.faces.images[pick], d.y[pick]
+
     out = []
     for name, members in loaded:
         meta = members[0][1]
         labels = list(meta["labels"])
-        d = load_eval_data(data, split, labels, int(meta["input"]["face_size"]), progress=True)
-        pick = np.arange(len(d.y))
-        if limit is not None and limit < len(pick):
-            pick = np.sort(np.random.default_rng(seed).permutation(len(pick))[:limit])
-        faces, y = d.faces.images[pick], d.y[pick]
+        faces, y = split_faces(labels, int(meta["input"]["face_size"]))
         protocol = check_tta(tta or meta.get("tta", "none"))
         accuracy = {}
         for p in names:
@@ -125,7 +134,25 @@ def bench_robustness(models: Sequence[str | Path], data: str | Path, split: str 
             if on_step is not None:
                 on_step(name, p)
         out.append(ModelRobustness(name, len(y), protocol, accuracy))
+    if fer is not None:
+        out.append(_fer_robustness(fer, split_faces, names, on_step))
     return out
+
+
+def _fer_robustness(python: str, split_faces: Callable, names: Sequence[str],
+                    on_step: Callable[[str, str], None] | None) -> ModelRobustness:
+    """The fer package's accuracy on the same faces: every perturbation's faces go to fer in one run."""
+    from ferkit.bench.fer import LABELS, fer_scores
+    from ferkit.evaluate.metrics import compute_metrics
+
+    faces, y = split_faces(LABELS, 48)
+    scores = fer_scores(python, np.concatenate([PERTURBATIONS[p][1](faces) for p in names]))
+    accuracy = {}
+    for i, p in enumerate(names):
+        accuracy[p] = compute_metrics(y, scores[i * len(y):(i + 1) * len(y)], LABELS).accuracy
+        if on_step is not None:
+            on_step("fer", p)
+    return ModelRobustness("fer", len(y), "none", accuracy)
 
 
 def plot_robustness(rows: Sequence[ModelRobustness], path: str | Path, title: str = "") -> Path:

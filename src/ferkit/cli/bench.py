@@ -70,6 +70,8 @@ def add_parsers(bench) -> None:
     p.add_argument("--perturbation", action="append", metavar="NAME",
                    help="only this perturbation (repeatable; default: all)")
     p.add_argument("--plot", metavar="PNG", help="write the grouped bar chart here")
+    p.add_argument("--fer-python", metavar="PATH",
+                   help="also score the fer package on the same faces, run by this Python (one that has fer)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_bench_robustness)
 
@@ -232,9 +234,10 @@ def cmd_bench_robustness(args: argparse.Namespace) -> int:
     names = check_perturbations(args.perturbation)
     if args.plot:
         check_out_file(args.plot, (".png",), "the plot is a PNG image", "--plot")
-    bar = tqdm(total=len(args.models) * len(names), unit="step", disable=args.json or not sys.stderr.isatty())
+    total = (len(args.models) + bool(args.fer_python)) * len(names)
+    bar = tqdm(total=total, unit="step", disable=args.json or not sys.stderr.isatty())
     rows = bench_robustness(args.models, args.data, args.split, None if args.tta == "own" else args.tta, names,
-                            args.limit, on_step=lambda model, perturbation: bar.update())
+                            args.limit, on_step=lambda model, perturbation: bar.update(), fer_python=args.fer_python)
     bar.close()
     if args.plot:
         plot_robustness(rows, args.plot, f"{args.data} ({args.split}): accuracy per perturbation")
