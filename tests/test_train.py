@@ -224,6 +224,17 @@ def test_resume_of_a_finished_run_keeps_its_best(fer_zip, tmp_path):
     assert again["best"] == first["best"]
 
 
+def test_metrics_csv_takes_a_column_added_after_the_first_epochs(tmp_path):
+    from ferkit.train.callbacks import CSVLogger
+
+    logger = CSVLogger(tmp_path / "metrics.csv")
+    logger.load_state_dict({"rows": [{"epoch": 1, "train_loss": 2.0}]})  # logged by an older ferkit
+    logger.on_epoch_end(None, {"epoch": 2, "train_loss": 1.5, "images": 640})
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert rows == [{"epoch": "1", "train_loss": "2.0", "images": ""},
+                    {"epoch": "2", "train_loss": "1.5", "images": "640"}]
+
+
 # ---- training features, each by its observable effect ----------------------------------------------------------
 
 # Up to 600 training faces per class: FER-2013 has only 436 disgust faces, so the classes are unequal.

@@ -92,7 +92,8 @@ class EarlyStopping(Callback):
 
 
 class CSVLogger(Callback):
-    """``metrics.csv``: one row per epoch, rewritten whole each time so it is never half a row."""
+    """``metrics.csv``: one row per epoch, rewritten whole each time so it is never half a row. Its columns are every
+    key any row has (a run resumed by a later ferkit may log more figures than its first epochs did)."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -101,7 +102,8 @@ class CSVLogger(Callback):
     def on_epoch_end(self, trainer, metrics):
         self.rows.append(dict(metrics))
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(self.rows[0]), lineterminator="\n")
+        columns = list(dict.fromkeys(k for row in self.rows for k in row))
+        w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
         w.writeheader()
         w.writerows(self.rows)
         atomic_write(self.path, buf.getvalue())
