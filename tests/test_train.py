@@ -57,26 +57,26 @@ def test_short_real_run_beats_chance(fer_zip, tmp_path):
 
 
 def test_resume_after_sigkill_continues_exactly(fer_zip, tmp_path):
-    args = [f"--data={fer_zip}", "--data.val_split=test", "--data.limit_per_class=60", "--model.name=fernet",
-            "--model.kwargs={width: 8}", "--train.precision=fp32", "--train.batch_size=32", "--train.epochs=3",
-            "--augment.preset=s4", "--schedule.name=onecycle", "--train.channels_last=false"]
+    from ferkit.train.trainer import resume
+
+    overrides = ["data.val_split=test", "data.limit_per_class=60", "model.name=fernet", "model.kwargs={width: 8}",
+                 "train.precision=fp32", "train.batch_size=32", "train.epochs=3", "augment.preset=s4",
+                 "schedule.name=onecycle", "train.channels_last=false"]
     cfg = tmp_path / "r.yaml"
     cfg.write_text("optim: {name: sgd, lr: 0.05, nesterov: true}\n")
     straight = tmp_path / "straight"
-    r = run_cli("train", cfg, "--out", straight, *args)
-    assert r.returncode == 0, r.stderr
+    train(load_config(cfg, [f"data.path={fer_zip}", *overrides]), straight)
 
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen([BIN / "ferkit", "train", cfg, "--out", killed, *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    killed = tmp_path / "killed"  # the command, killed once its first epoch is saved, then resumed
+    proc = subprocess.Popen([BIN / "ferkit", "train", cfg, "--out", killed, f"--data={fer_zip}",
+                             *(f"--{o}" for o in overrides)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and not (killed / "resume.safetensors").exists():
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert len(rows(killed)) < 3
-    r = run_cli("train", "--resume", killed)
-    assert r.returncode == 0, r.stderr
+    resume(killed)
     a, b = rows(straight), rows(killed)
     assert [x["epoch"] for x in b] == ["1", "2", "3"]
     for x, y in zip(a, b):

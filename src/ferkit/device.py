@@ -4,6 +4,8 @@ threads one model call may use."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -46,3 +48,13 @@ def set_cpu_threads(n: int | None) -> int | None:
     torch.set_num_threads(cpu_threads())
     cv2.setNumThreads(cpu_threads())
     return previous
+
+
+@contextmanager
+def cpu_threads_limited(n: int | None) -> Iterator[None]:
+    """``set_cpu_threads(n)`` for the block, the previous setting back after it (also when it raises)."""
+    previous = set_cpu_threads(n)
+    try:
+        yield
+    finally:
+        set_cpu_threads(previous)

@@ -21,6 +21,7 @@ import zipfile
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
@@ -45,36 +46,33 @@ class ChunkProcessor:
 
     def __init__(self, model: str = "default", detector: str = DEFAULT_DETECTOR, backend: str | None = None,
                  tta: str = "none", workers: int | None = None, detect_every: int = 3):
-        from ferkit.device import set_cpu_threads
+        from ferkit.device import cpu_threads_limited
         from ferkit.infer.classify import load_classifier
         from ferkit.infer.detect import PerThreadDetector
 
         self.workers = workers or os.cpu_count() or 1
-        # The pool's threads are the parallelism: threads of their own inside each model call would fight them.
-        # Set before any runtime is made (LiteRT and onnxruntime read it then); close() sets it back.
-        self._threads_before = set_cpu_threads(1) if self.workers > 1 else None
-        try:
+        with ExitStack() as stack:
+            # The pool's threads are the parallelism: threads of their own inside each model call would fight them.
+            # Set before any runtime is made (LiteRT and onnxruntime read it then); close() sets it back.
+            if self.workers > 1:
+                stack.enter_context(cpu_threads_limited(1))
             self.classifier = load_classifier(model, backend, tta)
             self.detector = PerThreadDetector(detector)
-        except BaseException:
-            if self.workers > 1:
-                set_cpu_threads(self._threads_before)
-            raise
+            self._restore = stack.pop_all()
         self.detect_every = detect_every
         self.labels = self.classifier.labels
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ferkit-detect")
 
     def _detect(self, ref: InputRef) -> tuple[InputRef, Any, float]:
         """(ref, (image, boxes) or the reason it failed, seconds)."""
-        from ferkit.infer.crop import crop_faces
+        from ferkit.infer.crop import find_faces
 
         start = time.perf_counter()
         try:
             image = decode_image(ref.read(), ref.source)
         except (FerkitError, OSError, KeyError, zipfile.BadZipFile) as e:
             return ref, str(e) if isinstance(e, FerkitError) else f"{ref.source}: cannot be read ({e})", 0.0
-        boxes = [d.box for d in self.detector(image)]
-        crops = crop_faces(image, boxes, self.classifier.face_size)
+        boxes, crops = find_faces(self.detector, image, self.classifier.face_size)
         return ref, (image.shape, boxes, crops), time.perf_counter() - start
 
     def _video(self, ref: InputRef) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -143,11 +141,8 @@ class ChunkProcessor:
         return statuses, faces
 
     def close(self) -> None:
-        from ferkit.device import set_cpu_threads
-
         self.pool.shutdown(wait=True)
-        if self.workers > 1:
-            set_cpu_threads(self._threads_before)
+        self._restore.close()
 
 
 def _status(ref: InputRef, status: str, reason: str, faces: int = 0, width: int = 0, height: int = 0,

@@ -41,6 +41,12 @@ def crop_faces(image: np.ndarray, boxes: Sequence[Sequence[int]], size: int) -> 
     return np.stack([crop_face(gray, b, size) for b in boxes])
 
 
+def find_faces(detector, image: np.ndarray, size: int) -> tuple[list[tuple[int, int, int, int]], np.ndarray]:
+    """The box of every face ``detector`` finds in a BGR image and its crop: (boxes, uint8 (N, size, size))."""
+    boxes = [d.box for d in detector(image)]
+    return boxes, crop_faces(image, boxes, size)
+
+
 def fit_faces(crops: Sequence[np.ndarray], size: int) -> np.ndarray:
     """Already-cropped faces (any size, gray or colour) -> uint8 (N, size, size), resized as the dataset readers
     resize images."""

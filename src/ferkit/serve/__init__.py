@@ -29,16 +29,13 @@ def serve(settings, host: str = "127.0.0.1", port: int = 8000, log_level: str = 
     require_serve_extra()
     import uvicorn
 
-    from ferkit.device import set_cpu_threads
+    from ferkit.device import cpu_threads_limited
     from ferkit.serve.app import create_app
 
-    previous = set_cpu_threads(settings.threads)  # before any runtime is created
-    try:
+    with cpu_threads_limited(settings.threads):  # before any runtime is created
         app = create_app(settings)
         uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30,
                     limit_concurrency=settings.max_queue * 4)
-    finally:
-        set_cpu_threads(previous)
 
 
 @dataclass

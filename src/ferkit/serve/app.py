@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ferkit.device import cpu_threads
 from ferkit.errors import DataError, FerkitError
-from ferkit.infer.crop import crop_faces
+from ferkit.infer.crop import find_faces
 from ferkit.infer.detect import DEFAULT_DETECTOR, PerThreadDetector
 from ferkit.infer.recognizer import Recognizer, make_faces
 from ferkit.infer.source import ImageTooLarge, decode_image
@@ -146,8 +146,7 @@ class Engine:
         except DataError as e:
             raise ApiError(415, "not an image", str(e)) from None
         t1 = time.perf_counter()
-        boxes = [d.box for d in self.detector(image)]
-        crops = crop_faces(image, boxes, self.recognizer.classifier.face_size)
+        boxes, crops = find_faces(self.detector, image, self.recognizer.classifier.face_size)
         return image, boxes, crops, t1 - t0, time.perf_counter() - t1
 
     async def faces(self, name: str, data: bytes) -> dict[str, Any]:
