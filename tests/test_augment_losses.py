@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import zipfile
 from collections import Counter
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -215,6 +217,168 @@ def test_erasing_replaces_one_rectangle(faces):
         assert 0.02 * 48 * 48 * 0.8 <= area <= 0.33 * 48 * 48 * 1.1  # torchvision's area range (h, w rounded)
         assert len(rows) >= 0.9 * area  # the changed pixels fill their bounding box
     assert torch.equal(run(AugmentConfig(erasing=0.0), x, y)[0], ref)
+
+
+# ---- each operation against a reference, its random draws replayed ----------------------------------------------
+# With one operation on, BatchAugment's draws from the generator are that operation's alone, in a documented order:
+# replaying them from a generator seeded alike gives the parameters each image got, and the reference computes what
+# the operation must then give.
+
+
+def draws(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_blur_replayed_against_opencv(faces):
+    x, y = faces
+    out, _ = run(AugmentConfig(blur=0.5), x, y, seed=5)
+    u = torch.rand((len(x), 3), generator=draws(5))  # whether, which kind, how strong
+    img = x[:, 0].numpy().astype(np.float32) / 255
+    kinds = Counter()
+    for i in range(len(x)):
+        if u[i, 0] >= 0.5:
+            kind, expected = "none", img[i]
+        elif u[i, 1] < 0.5:  # Gaussian, sigma 0.4-1.2 px, border pixels repeated
+            sigma = 0.4 + 0.8 * float(u[i, 2])
+            kind, expected = "gauss", cv2.GaussianBlur(img[i], (7, 7), sigma, borderType=cv2.BORDER_REPLICATE)
+        else:  # down to 0.45-0.85 of the side by area averaging, back up bilinearly
+            f = 0.45 + 0.4 * float(u[i, 2])
+            small = F.adaptive_avg_pool2d(torch.from_numpy(img[i])[None, None], (round(48 * f), round(48 * f)))
+            kind, expected = "resize", cv2.resize(small[0, 0].numpy(), (48, 48), interpolation=cv2.INTER_LINEAR)
+        kinds[kind] += 1
+        assert np.allclose(out[i, 0].numpy(), expected, atol=2e-5), (i, kind)
+    assert kinds["gauss"] >= 2 and kinds["resize"] >= 2 and kinds["none"] >= 2
+
+
+def test_jpeg_replayed_against_opencv(faces):
+    x, y = faces
+    out, _ = run(AugmentConfig(jpeg=0.5), x, y, seed=1)
+    g = draws(1)
+    chosen, quality = torch.rand(len(x), generator=g) < 0.5, (20 + 70 * torch.rand(len(x), generator=g)).round()
+    assert 0 < chosen.sum() < len(x)
+    for i in range(len(x)):
+        expected = x[i, 0].numpy()
+        if chosen[i]:
+            ok, buf = cv2.imencode(".jpg", expected, [cv2.IMWRITE_JPEG_QUALITY, int(quality[i])])
+            expected = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+        assert torch.equal(out[i, 0], torch.from_numpy(expected).float() / 255), i
+
+
+def test_random_crop_replayed(faces):
+    x, y = faces
+    out, _ = run(AugmentConfig(crop=40), x, y, seed=2)
+    g = draws(2)
+    top, left = (torch.rand(len(x), generator=g) * 9).long(), (torch.rand(len(x), generator=g) * 9).long()
+    assert len(set(top.tolist())) > 3 and len(set(left.tolist())) > 3
+    for i in range(len(x)):
+        assert torch.equal(out[i], x[i, :, top[i]:top[i] + 40, left[i]:left[i] + 40].float() / 255)
+
+
+def test_framing_and_flip_replayed_against_affine_grid(faces):
+    x, y = faces
+    B = len(x)
+    out, _ = run(AugmentConfig(hflip=True, scale=[0.75, 1.3], aspect=0.1), x, y, seed=4)
+    g = draws(4)
+    flip = torch.rand(B, generator=g) < 0.5
+    torch.rand((B, 6), generator=g)  # rotation, shear, shift and zoom: all off
+    v = torch.rand((B, 2), generator=g).double()
+    side = torch.exp(math.log(0.75) + (math.log(1.3) - math.log(0.75)) * v[:, 0])  # window / face, log-uniform
+    stretch = torch.exp(math.log(1.1) * (2 * v[:, 1] - 1) / 2)  # width / height in [1 / 1.1, 1.1] ** 0.5
+    theta = torch.zeros(B, 2, 3, dtype=torch.float64)
+    theta[:, 0, 0] = torch.where(flip, -1.0, 1.0) * side * stretch  # output x -> input x (mirrored when flipped)
+    theta[:, 1, 1] = side / stretch
+    grid = F.affine_grid(theta.float(), (B, 1, 48, 48), align_corners=False)
+    expected = F.grid_sample(x.float() / 255, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert 0 < flip.sum() < B
+
+
+def test_erasing_replayed_against_torchvisions_rule(faces):
+    x, y = faces
+    B = len(x)
+    out, _ = run(AugmentConfig(erasing=0.6), x, y, seed=6)
+    g = draws(6)
+    area = 48 * 48 * (0.02 + 0.31 * torch.rand((B, 10), generator=g))  # torchvision's scale (0.02, 0.33)
+    ratio = torch.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3)) * torch.rand((B, 10), generator=g))
+    chance, top_u, left_u = (torch.rand(B, generator=g) for _ in range(3))
+    values = iter(torch.rand((int((chance < 0.6).sum()), 1, 48, 48), generator=g))
+    ref = x.float() / 255
+    erased = 0
+    for i in range(B):
+        fits = [(h, w) for h, w in zip(torch.round(torch.sqrt(area[i] * ratio[i])).tolist(),
+                                         torch.round(torch.sqrt(area[i] / ratio[i])).tolist()) if h < 48 and w < 48]
+        expected = ref[i].clone()
+        if fits and chance[i] < 0.6:  # the first attempt that fits, placed uniformly
+            h, w = map(int, fits[0])
+            top, left = int(top_u[i] * (48 - h + 1)), int(left_u[i] * (48 - w + 1))
+            expected[:, top:top + h, left:left + w] = next(values)[:, top:top + h, left:left + w]
+            erased += 1
+        assert torch.equal(out[i], expected), i
+    assert 0 < erased < B
+
+
+def test_mixup_replayed(faces):
+    x, y = faces
+    out, target = run(AugmentConfig(mixup=0.4), x, y, seed=7)
+    g = draws(7)
+    lam = np.random.default_rng(int(torch.randint(2**62, (1,), generator=g))).beta(0.4, 0.4)
+    perm = torch.randperm(len(x), generator=g)
+    ref, onehot = x.float() / 255, F.one_hot(y, C).float()
+    assert torch.allclose(out, lam * ref + (1 - lam) * ref[perm], atol=1e-6)
+    assert torch.allclose(target, lam * onehot + (1 - lam) * onehot[perm], atol=1e-6)
+
+
+def test_cutmix_replayed(faces):
+    x, y = faces
+    out, target = run(AugmentConfig(cutmix=1.0), x, y, seed=8)
+    g = draws(8)
+    lam = np.random.default_rng(int(torch.randint(2**62, (1,), generator=g))).beta(1.0, 1.0)
+    perm = torch.randperm(len(x), generator=g)
+    cy, cx = int(torch.rand(1, generator=g) * 48), int(torch.rand(1, generator=g) * 48)
+    half = int(0.5 * math.sqrt(1 - lam) * 48)  # torchvision CutMix: a box of area (1 - lam), centred at (cy, cx)
+    y1, y2, x1, x2 = max(cy - half, 0), min(cy + half, 48), max(cx - half, 0), min(cx + half, 48)
+    assert 0 < (y2 - y1) * (x2 - x1) < 48 * 48
+    ref, onehot = x.float() / 255, F.one_hot(y, C).float()
+    expected = ref.clone()
+    expected[:, :, y1:y2, x1:x2] = ref[perm][:, :, y1:y2, x1:x2]
+    kept = 1 - (y2 - y1) * (x2 - x1) / 48**2  # lambda becomes the area kept
+    assert torch.equal(out, expected)
+    assert torch.allclose(target, kept * onehot + (1 - kept) * onehot[perm], atol=1e-6)
+
+
+def test_equalize_hist_is_opencvs_at_the_edges(faces):
+    from ferkit.train.augment import equalize_hist
+
+    real = faces[0][:4, 0].numpy()
+    cases = [*real, (real[0] * 0.5 + 60).astype(np.uint8),  # no pure black: the darkest level is not 0
+             np.full((48, 48), 100, np.uint8),  # one level: cv2 leaves it as it is
+             np.where(np.arange(48 * 48).reshape(48, 48) == 0, 200, 10).astype(np.uint8),  # one pixel above the rest
+             np.where(np.arange(48 * 48).reshape(48, 48) == 0, 30, 90).astype(np.uint8)]  # one pixel below the rest
+    got = equalize_hist(torch.from_numpy(np.stack(cases))[:, None].float() / 255)[:, 0].numpy() * 255
+    for i, c in enumerate(cases):
+        assert np.abs(got[i] - cv2.equalizeHist(c)).max() <= 0.5 + 1e-3, i
+
+
+def test_int_vote_counts_are_soft_targets_and_labels_need_not_cover_every_class(faces):
+    aug = BatchAugment(AugmentConfig(), 48, C)
+    x = faces[0][:3]
+    votes = torch.tensor([[10, 0, 0, 0, 0, 0, 0], [0, 3, 7, 0, 0, 0, 0], [0, 0, 0, 0, 5, 5, 0]])  # integer counts
+    assert torch.equal(aug(x, votes)[1], votes.float())
+    assert torch.equal(aug(x, torch.tensor([0, 2, 1]))[1], F.one_hot(torch.tensor([0, 2, 1]), C).float())
+    with pytest.raises(ValueError, match=r"^3 images but 2 targets$"):
+        aug(x, torch.tensor([0, 1]))
+
+
+def test_trivial_augment_without_a_generator(faces):
+    x, y = faces
+    out, _ = BatchAugment(AugmentConfig(trivial=True), 48, C)(x, y)
+    assert out.shape == x.shape and out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1
+    assert not torch.equal(out, x.float() / 255)
+
+
+def test_centre_crop_as_large_as_the_face_is_the_face(faces):
+    x = faces[0]
+    assert torch.equal(eval_transform(AugmentConfig(crop=48), x), x.float() / 255)
 
 
 # ---- mixing and soft targets ------------------------------------------------------------------------------------

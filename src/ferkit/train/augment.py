@@ -385,5 +385,8 @@ def equalize_hist(x: torch.Tensor) -> torch.Tensor:
     hist = torch.zeros(B, 256, device=x.device).scatter_add_(1, levels, torch.ones_like(levels, dtype=torch.float))
     cdf = hist.cumsum(1)  # (B, 256)
     low = torch.where(hist > 0, cdf, torch.full_like(cdf, float("inf"))).amin(1, keepdim=True)  # count of the darkest
-    lut = ((cdf - low) / (levels.shape[1] - low).clamp_(min=1)).clamp_(0, 1)
+    n = levels.shape[1]
+    lut = ((cdf - low) / (n - low).clamp_(min=1)).clamp_(0, 1)
+    identity = torch.arange(256, device=x.device, dtype=lut.dtype) / 255
+    lut = torch.where(low == n, identity, lut)  # an image of one level stays as it is
     return lut.gather(1, levels).view_as(x)
