@@ -125,14 +125,12 @@ def test_checkpoint_round_trip_of_every_registered_model(name, tmp_path):
         assert torch.equal(loaded(x), model(x))
 
 
-# One model of each family of layers: fernet (plain conv / pool / linear, as vgg_fer and vgg16) is exported in the
-# tests above; timm:vit_tiny has the layers of vit_base_patch16_224 and clip_vit_b32 at a fraction of their size.
-ONNX_FAMILIES = ["mini_xception", "s0_cnn", "cbam_5cnn", "resnet18", "densenet121", "efficientnet_b3",
-                 "timm:vit_tiny_patch16_224"]
+# Every registered model, and timm:vit_tiny for the timm models users name themselves.
+ONNX_MODELS = [s.name for s in list_models()] + ["timm:vit_tiny_patch16_224"]
 
 
-@pytest.mark.parametrize("name", ONNX_FAMILIES)
-def test_onnx_export_of_every_family_matches_pytorch(name, tmp_path):
+@pytest.mark.parametrize("name", ONNX_MODELS)
+def test_onnx_export_of_every_registered_model_matches_pytorch(name, tmp_path):
     model, path = saved(name, tmp_path)
     result = export_onnx(path, tmp_path / "model.onnx")  # raises when the probabilities differ from PyTorch's
     assert result.max_prob_diff <= PARITY_ATOL and result.top1_agreement == 1.0
