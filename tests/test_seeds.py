@@ -37,6 +37,9 @@ def test_recipe_runs_one_epoch(recipe, fer_zip, ferplus_zip, tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "epoch   1" in out
+    # Leak-free whatever the recipe says elsewhere: no training copy of an evaluation image is trained on.
+    summary = yaml.safe_load((tmp_path / "run" / "summary.yaml").read_text())
+    assert "data: leak-free" in out and summary["data"]["leaks_kept"] == 0 and summary["data"]["leaks_excluded"] > 0
     meta = read_meta(tmp_path / "run")
     assert meta["architecture"] == model
     stages = cfg.get("train", {}).get("stages") or [None]
