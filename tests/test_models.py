@@ -16,9 +16,6 @@ from ferkit.models import (
     create_model,
     get_spec,
     list_models,
-    param_groups,
-    set_trainable,
-    train_mode,
 )
 from ferkit.models.backbones import GrayAdapter
 from ferkit.models.layers import Normalize
@@ -193,84 +190,6 @@ def test_pretrained_offline_without_cache(monkeypatch, tmp_path):
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     with pytest.raises(FerkitError, match="not in the local cache.*--pretrained-file"):
         create_model("resnet18", pretrained=True)
-
-
-# ---- freezing --------------------------------------------------------------------------------------------------
-
-
-def trainable(model: torch.nn.Module) -> set[str]:
-    return {n for n, p in model.named_parameters() if p.requires_grad}
-
-
-@pytest.fixture
-def resnet18():
-    return create_model("resnet18", image_size=SMALL)
-
-
-def test_set_trainable_head_and_all(resnet18):
-    set_trainable(resnet18, "head")
-    assert trainable(resnet18) == {"head.1.weight", "head.1.bias"}
-    n = set_trainable(resnet18, "all")
-    assert trainable(resnet18) == {n for n, _ in resnet18.named_parameters()}
-    assert n == sum(p.numel() for p in resnet18.parameters())
-
-
-def test_set_trainable_last_layers(resnet18):
-    set_trainable(resnet18, "last_layers:2")  # the last conv and its batch norm
-    body = trainable(resnet18) - {"head.1.weight", "head.1.bias"}
-    assert body == {"backbone.layer4.1.conv2.weight", "backbone.layer4.1.bn2.weight", "backbone.layer4.1.bn2.bias"}
-
-
-def test_set_trainable_blocks_and_modules(resnet18):
-    layer4 = {n for n, _ in resnet18.named_parameters() if n.startswith("backbone.layer4.")}
-    head = {"head.1.weight", "head.1.bias"}
-    set_trainable(resnet18, "last_blocks:1")
-    assert trainable(resnet18) == layer4 | head
-    set_trainable(resnet18, "modules:backbone.layer3, backbone.layer4")
-    layer3 = {n for n, _ in resnet18.named_parameters() if n.startswith("backbone.layer3.")}
-    assert trainable(resnet18) == layer3 | layer4 | head
-
-    fernet = create_model("fernet")
-    set_trainable(fernet, "last_blocks:1")
-    assert {n.split(".")[0] for n in trainable(fernet)} == {"stage4", "head"}
-
-
-BAD_SPECS = ["freeze", "head:1", "last_layers:0", "last_layers:x", "last_blocks:99", "modules:", "modules:backbone.x"]
-
-
-@pytest.mark.parametrize("spec", BAD_SPECS)
-def test_set_trainable_rejects(resnet18, spec):
-    with pytest.raises(FerkitError, match="trainable"):
-        set_trainable(resnet18, spec)
-
-
-def test_train_mode_keeps_frozen_batchnorm_in_eval(resnet18):
-    set_trainable(resnet18, "last_blocks:1")
-    train_mode(resnet18)
-    assert resnet18.training and resnet18.head.training
-    assert not resnet18.backbone.layer3[0].bn1.training and not resnet18.backbone.bn1.training
-    assert resnet18.backbone.layer4[0].bn1.training
-    frozen = resnet18.backbone.bn1.running_mean.clone()
-    resnet18(faces())
-    assert torch.equal(frozen, resnet18.backbone.bn1.running_mean)  # a frozen layer keeps its statistics
-
-
-def test_param_groups(resnet18):
-    set_trainable(resnet18, "last_blocks:1")
-    groups = param_groups(resnet18, lr=1e-3, weight_decay=1e-4, backbone_lr_mult=0.1)
-    by_name = {g["name"]: g for g in groups}
-    assert set(by_name) == {"head", "head_no_decay", "body", "body_no_decay"}
-    assert by_name["head"]["lr"] == 1e-3 and by_name["body"]["lr"] == pytest.approx(1e-4)
-    assert by_name["head"]["weight_decay"] == 1e-4 and by_name["body_no_decay"]["weight_decay"] == 0.0
-    assert all(p.ndim == 1 for g in groups if g["name"].endswith("no_decay") for p in g["params"])
-    in_groups = {id(p) for g in groups for p in g["params"]}
-    assert in_groups == {id(p) for p in resnet18.parameters() if p.requires_grad}
-    torch.optim.AdamW(groups, lr=1e-3)  # a torch optimizer takes them as they are
-
-    with torch.device("meta"):  # only names and shapes matter: no need to allocate ViT-B
-        vit = create_model("vit_base_patch16_224")
-    no_decay = {id(p) for g in param_groups(vit, 1e-3, 0.05) if g["weight_decay"] == 0 for p in g["params"]}
-    assert id(vit.backbone.pos_embed) in no_decay and id(vit.backbone.cls_token) in no_decay
 
 
 # ---- CBAM attention maps ---------------------------------------------------------------------------------------

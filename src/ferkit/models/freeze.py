@@ -50,7 +50,7 @@ def body_blocks(model: nn.Module) -> list[list[str]]:
     """The body's blocks in order, as lists of parameter names.
 
     A timm backbone is split by its own ``group_matcher(coarse=True)`` (ResNet: stem, layer1..layer4; ViT:
-    embeddings, block 0..11); other models by their top-level children (the stages of the from-scratch nets).
+    embeddings, block 0..11); the from-scratch nets by their top-level children (their stages).
     """
     body = _body_params(model)
     backbone = getattr(model, "backbone", None)
@@ -65,10 +65,9 @@ def body_blocks(model: nn.Module) -> list[list[str]]:
             last = blocks.pop()
             blocks[-1] += last
         return blocks
-    root, prefix = (backbone, "backbone.") if isinstance(backbone, nn.Module) else (model, "")
     blocks = []
-    for name, child in root.named_children():
-        names = [f"{prefix}{name}.{n}" for n, _ in child.named_parameters()]
+    for name, child in model.named_children():
+        names = [f"{name}.{n}" for n, _ in child.named_parameters()]
         names = [n for n in names if n in body]
         if names:
             blocks.append(names)
