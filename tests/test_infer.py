@@ -25,7 +25,6 @@ from ferkit.errors import FerkitError
 from ferkit.infer import SAMPLE_PHOTO, Face, Recognizer, annotate, get_detector, list_detectors, process_video
 from ferkit.bench.detect import GROUP_FACES, GROUP_SIDES, group_photo
 from ferkit.data.dataset import load_dataset
-from ferkit.infer.crop import crop_face, square_box
 from ferkit.infer.draw import _overlap, layout
 from ferkit.infer import detect
 from ferkit.infer.detect import reframe, weighted_nms
@@ -115,19 +114,6 @@ def test_predict_faces_on_crops(rec, tmp_path, capsys):
     result = json.loads(out)["results"][0]
     assert code == 0 and len(result["faces"]) == 1
     assert result["faces"][0]["box"] == [0, 0, w, h] and result["faces"][0]["emotion"] == "happy"
-
-
-def test_crop_is_square_and_pads_at_borders():
-    gray = cv2.imread(str(SAMPLE_PHOTO), cv2.IMREAD_GRAYSCALE)
-    assert square_box((10, 20, 40, 60)) == (0, 20, 60)  # centred on the box, longest side
-    inside = crop_face(gray, (100, 100, 96, 96), 48)
-    assert inside.shape == (48, 48)
-    np.testing.assert_array_equal(inside, cv2.resize(gray[100:196, 100:196], (48, 48), interpolation=cv2.INTER_AREA))
-    corner = crop_face(gray, (0, 0, 100, 60), 48)  # the square starts 20 px above the image
-    assert corner.shape == (48, 48)
-    # The rows above the image repeat its first row, so the first output rows are equal to each other.
-    np.testing.assert_array_equal(corner[0], corner[8])
-    assert not np.array_equal(corner[0], corner[30])
 
 
 def test_detector_registry():
