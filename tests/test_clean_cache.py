@@ -65,6 +65,41 @@ def test_report_files_and_exclusion(dirty_folder, tmp_path):
     assert "train/fear/leaked.jpg" not in set(by_file["train"].paths)
 
 
+def test_report_is_written_into_new_and_existing_folders_whole(dirty_folder, tmp_path):
+    from ferkit.data.clean import BLANK_STD, Finding, read_flagged
+
+    scan = scan_dataset(dirty_folder)
+    odd = Finding("train", "train/angry/odd\rname, \"quoted\".jpg", "corrupt")  # CSV must quote it and read it back
+    findings = [*find_issues(scan), odd]
+    out = tmp_path / "a" / "b"  # parents made as needed
+    json_path, csv_path = write_report(scan, findings, out)
+    assert (json_path, csv_path) == (out / "clean_report.json", out / "flagged.csv")
+    report = json.loads(json_path.read_text())
+    assert json_path.read_text() == json.dumps(report, indent=2) + "\n"
+    assert report == {"source": scan.location, "format": scan.format, "fingerprint": scan.fingerprint,
+                      "num_images": len(scan), "num_flagged_files": len({(f.split, f.path) for f in findings}),
+                      "blank_std_threshold": BLANK_STD, "findings": report["findings"]}
+    assert report["findings"]["corrupt"]["train"] == 2 and set(report["findings"]) == {
+        "corrupt", "not_image", "missing", "near_blank", "duplicate", "leak", "not_face"}
+    assert odd.path in read_flagged(csv_path) and read_flagged(csv_path) == {f.path for f in findings}
+    write_report(scan, findings[:1], out)  # the folder exists: written again
+    assert read_flagged(csv_path) == {findings[0].path}
+
+
+def test_flagged_list_mistakes_are_named(tmp_path):
+    from ferkit.data.clean import read_flagged
+
+    with pytest.raises(DataError, match=rf"^{tmp_path}/nope.csv: cannot read the flagged-files list "
+                                        r"\(No such file or directory\)$"):
+        read_flagged(tmp_path / "nope.csv")
+    (tmp_path / "bad.csv").write_text("file,reason\ntrain/a.jpg,corrupt\n")  # one row, no path column
+    with pytest.raises(DataError, match=rf"^{tmp_path}/bad.csv: no 'path' column; give the flagged.csv written by "
+                                        r"`ferkit data clean`$"):
+        read_flagged(tmp_path / "bad.csv")
+    (tmp_path / "empty.csv").write_text("split,path,reason,detail\n")
+    assert read_flagged(tmp_path / "empty.csv") == set()
+
+
 def test_real_fer2013_findings(fer_zip):
     issues = {f.reason for f in find_issues(scan_dataset(fer_zip))}
     assert {"near_blank", "duplicate", "leak"} <= issues
