@@ -155,6 +155,44 @@ def test_auto_detector_is_blazeface_where_installed_else_haar(monkeypatch, caplo
     assert "pip install ai-edge-litert" in caplog.text
 
 
+class FixedDetector(detect.Detector):
+    """The base detector's work (downscaling, reframing, mapping back, filtering, sorting) around a backend that
+    finds the same boxes, in pixels of the copy it is given, in every image."""
+
+    framing = (0.8, 0.05)
+    min_size = 4
+
+    def __init__(self, raw, **opts):
+        super().__init__(**opts)
+        self.raw, self.calls = raw, []
+
+    def _detect(self, image, min_size):
+        self.calls.append((image.shape, min_size))
+        return self.raw
+
+
+def test_detector_boxes():
+    image = np.zeros((500, 1000, 3), np.uint8)
+    raw = [((100, 40, 32, 32), 0.9),  # reframed: (96, 34, 40, 40), back at scale 0.25: (384, 136, 160, 160)
+           ((10, 60, 16, 16), 0.8),  # (8, 57, 20, 20) -> (32, 228, 80, 80): sorted first
+           ((-30, 10, 16, 16), 0.7),  # (-32, 7, 20, 20): leaves the image on the left, dropped
+           ((240, 100, 16, 16), 0.6),  # (238, 97, 20, 20) -> x 952..1032: cut by the right edge, kept
+           ((50, 20, 0.2, 0.2), 0.5)]  # under two pixels once mapped back: dropped
+    det = FixedDetector(raw, max_side=250, min_face=40)
+    found = det(image)
+    assert det.calls == [((125, 250, 3), 10)]  # searched at 250 px, min face 40 * 0.25 = 10 px there
+    assert [(d.box, d.score) for d in found] == [((32, 228, 80, 80), 0.8), ((384, 136, 160, 160), 0.9),
+                                                 ((952, 388, 80, 80), 0.6)]
+    assert detect.reframe((100, 40, 32, 32), FixedDetector.framing) == pytest.approx((96, 34, 40, 40))
+    # The backend's own minimum wins over a smaller scaled min_face; full size when max_side is None.
+    det = FixedDetector([], max_side=None, min_face=2)
+    assert det(image) == [] and det.calls == [((500, 1000, 3), 4)]
+    det = FixedDetector(raw, max_side=250, min_face=40)
+    assert det(np.zeros((30, 2000, 3), np.uint8)) == [] and det.calls == []  # no face fits a strip: not searched
+    with pytest.raises(FerkitError, match="max_side 63 is too small"):
+        FixedDetector(raw, max_side=63)
+
+
 def test_faces_cut_by_the_border_keep_their_frame():
     """A face cut by the image's edge is framed as in training (the frame leaves the image, the crop repeats the
     border pixels), not shifted and narrowed to fit."""
