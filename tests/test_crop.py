@@ -76,3 +76,19 @@ def test_find_faces_gives_the_detectors_boxes_and_their_crops():
     np.testing.assert_array_equal(crops, crop_faces(photo, boxes, 48))
     boxes, crops = find_faces(detector, np.full((120, 160, 3), 127, np.uint8), 48)  # nothing to find
     assert boxes == [] and crops.shape == (0, 48, 48) and crops.dtype == np.uint8
+
+
+def test_fit_faces_resizes_crops_of_any_size_and_colour_like_the_dataset_readers(gray):
+    from ferkit.data.formats import to_gray
+    from ferkit.infer.crop import fit_faces
+
+    colour = cv2.imread(str(SAMPLE_PHOTO))[30:210, 140:310]  # (180, 170, 3)
+    small = gray[:20, :30]  # enlarged
+    exact = gray[:48, :48]  # kept as it is
+    fitted = fit_faces([colour, small, exact], 48)
+    assert fitted.shape == (3, 48, 48) and fitted.dtype == np.uint8
+    for got, crop in zip(fitted, [colour, small, exact]):
+        np.testing.assert_array_equal(got, resize_face(to_gray(crop), 48))
+    np.testing.assert_array_equal(fitted[1], cv2.resize(small, (48, 48), interpolation=cv2.INTER_LINEAR))
+    none = fit_faces([], 40)
+    assert none.shape == (0, 40, 40) and none.dtype == np.uint8
