@@ -9,7 +9,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_main
 
 from ferkit.bench.detect import GROUP_FACES, GROUP_SIDES, bench_detect, group_photo, match_faces
 from ferkit.bench.train import bench_train
@@ -22,9 +22,9 @@ def test_bench_train_measures_three_variants(kaggle_folder):
     assert "fer_strong" in rows[2].settings
 
 
-def test_bench_train_refuses_bad_counts(fer_zip):
-    r = run_cli("bench", "train", "--data", fer_zip, "--rounds", "0")
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "at least 1" in r.stderr
+def test_bench_train_refuses_bad_counts(fer_zip, capsys):
+    code, _, err = run_main(capsys, "bench", "train", "--data", fer_zip, "--rounds", "0")
+    assert code == 2 and err.count("\n") == 1 and "at least 1" in err
 
 
 def test_bench_infer_json(kaggle_folder):
@@ -49,14 +49,14 @@ def test_bench_infer_json(kaggle_folder):
             assert all(v > 0 and math.isfinite(v) for v in row["extra"].values())
 
 
-def test_bench_infer_refuses_bad_counts():
-    r = run_cli("bench", "infer", "--repeats", "0")
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "at least 1" in r.stderr
+def test_bench_infer_refuses_bad_counts(capsys):
+    code, _, err = run_main(capsys, "bench", "infer", "--repeats", "0")
+    assert code == 2 and err.count("\n") == 1 and "at least 1" in err
 
 
-def test_bench_infer_refuses_a_python_without_fer():
-    r = run_cli("bench", "infer", "--fer-python", sys.executable)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "import fer" in r.stderr
+def test_bench_infer_refuses_a_python_without_fer(capsys):
+    code, _, err = run_main(capsys, "bench", "infer", "--fer-python", sys.executable)
+    assert code == 2 and err.count("\n") == 1 and "import fer" in err
 
 
 def test_bench_detect_on_real_faces(fer_zip):
@@ -98,5 +98,5 @@ def test_bench_detect_cli(fer_zip):
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)["detectors"]
     assert [row["detector"] for row in rows] == ["haar"] and rows[0]["faces"] == 12 and rows[0]["group_faces"] == 6
-    r = run_cli("bench", "detect", "--data", fer_zip, "--detector", "dlib")
+    r = run_cli("bench", "detect", "--data", fer_zip, "--detector", "dlib")  # the console script: one line, no traceback
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "unknown face detector 'dlib'" in r.stderr

@@ -85,21 +85,21 @@ BAD_INPUTS = {
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 @pytest.mark.parametrize("action", ["inspect", "clean"])
-def test_bad_input_one_line_exit_2(case, action, fer_zip, tmp_path):
+def test_bad_input_one_line_exit_2(case, action, fer_zip, tmp_path, capsys):
     make, message = BAD_INPUTS[case]
     path = make(tmp_path, fer_zip)
     out = tmp_path / "report"
-    r = run_cli("data", action, path, *(["--out", out] if action == "clean" else []))
-    assert r.returncode == 2
-    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ")
-    assert message in r.stderr
-    assert "Traceback" not in r.stderr
+    code, _, err = run_main(capsys, "data", action, path, *(["--out", out] if action == "clean" else []))
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert message in err
+    assert "Traceback" not in err
     assert not out.exists()  # nothing half-written
 
 
-def test_plot_needs_png(kaggle_folder, tmp_path):
-    r = run_cli("data", "inspect", kaggle_folder, "--plot", tmp_path / "x.jpg")
-    assert r.returncode == 2 and "PNG" in r.stderr and not (tmp_path / "x.jpg").exists()
+def test_plot_needs_png(kaggle_folder, tmp_path, capsys):
+    code, _, err = run_main(capsys, "data", "inspect", kaggle_folder, "--plot", tmp_path / "x.jpg")
+    assert code == 2 and "PNG" in err and not (tmp_path / "x.jpg").exists()
 
 
 def test_broken_ferplus_label_files_and_unwritable_out_say_so(tmp_path, capsys):

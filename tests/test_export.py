@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import kill_once, run_cli, write_kaggle_folder
+from conftest import kill_once, run_cli, run_main, write_kaggle_folder
 
 from ferkit.errors import FerkitError
 from ferkit.evaluate import evaluate
@@ -71,18 +71,18 @@ def test_int8_is_smaller_and_scores_like_fp32(exported, faces_dir):
     assert abs(ev8.accuracy - evt.accuracy) <= 0.15  # 84 faces: a few may flip
 
 
-def test_export_cli_and_bad_inputs(exported, tmp_path):
-    r = run_cli("export", "default", "--onnx", str(tmp_path / "model.txt"))
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "ending in .onnx" in r.stderr
-    r = run_cli("export", "default", "--onnx", str(tmp_path / "missing" / "m.onnx"))
-    assert r.returncode == 2 and "no such folder" in r.stderr
-    r = run_cli("export", "nonexistent-run", "--onnx", str(tmp_path / "m.onnx"))
-    assert r.returncode == 2 and "no such model" in r.stderr
+def test_export_cli_and_bad_inputs(exported, tmp_path, capsys):
+    code, _, err = run_main(capsys, "export", "default", "--onnx", tmp_path / "model.txt")
+    assert code == 2 and err.count("\n") == 1 and "ending in .onnx" in err
+    code, _, err = run_main(capsys, "export", "default", "--onnx", tmp_path / "missing" / "m.onnx")
+    assert code == 2 and "no such folder" in err
+    code, _, err = run_main(capsys, "export", "nonexistent-run", "--onnx", tmp_path / "m.onnx")
+    assert code == 2 and "no such model" in err
     assert not list(tmp_path.iterdir())
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not a model")
-    r = run_cli("evaluate", str(broken), "--data", str(exported["fp32"].parent))
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not a readable ONNX model" in r.stderr
+    code, _, err = run_main(capsys, "evaluate", broken, "--data", exported["fp32"].parent)
+    assert code == 2 and err.count("\n") == 1 and "not a readable ONNX model" in err
 
 
 
@@ -146,8 +146,6 @@ def test_onnx_export_of_every_registered_model_matches_pytorch(name, tmp_path):
 
 
 def test_hub_folder_loads_like_the_model_it_came_from(tmp_path, capsys):
-    from conftest import run_main
-
     from ferkit.infer import SAMPLE_PHOTO, Recognizer
 
     code, out, err = run_main(capsys, "export", "default", "--hub", tmp_path / "hub")

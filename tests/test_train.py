@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, run_main
 from safetensors.torch import load_file
 
 from ferkit.config import load_config
@@ -201,18 +201,18 @@ def test_made_validation_split_is_recorded(fer_zip, tmp_path):
     (["--train.compile", "maybe"], "train.compile is 'maybe'; use true, false or auto"),
     (["--data.classes", "[happy]"], "the class settings leave 1 class (happy); a classifier needs at least two"),
 ])
-def test_bad_config_one_line_exit_2(decoded_fer_zip, tmp_path, args, message):
-    r = run_cli("train", ROOT / "configs" / "fer2013.yaml", f"--data={decoded_fer_zip}", "--out", tmp_path / "run",
-                "--data.limit_per_class=5", *args)
-    assert r.returncode == 2, r.stderr
-    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and message in r.stderr
+def test_bad_config_one_line_exit_2(decoded_fer_zip, tmp_path, capsys, args, message):
+    code, _, err = run_main(capsys, "train", ROOT / "configs" / "fer2013.yaml", f"--data={decoded_fer_zip}", "--out",
+                            tmp_path / "run", "--data.limit_per_class=5", *args)
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
     assert not (tmp_path / "run" / "best.safetensors").exists()
 
 
-def test_a_data_path_with_a_hash_is_taken_whole(tmp_path):
+def test_a_data_path_with_a_hash_is_taken_whole(tmp_path, capsys):
     # (Missing, list and binary recipes and nothing to resume are cases of tests/test_bad_input.py.)
-    r = run_cli("train", ROOT / "configs" / "fer2013.yaml", "--data", tmp_path / "a #1" / "x.zip")
-    assert r.returncode == 2 and "a #1/x.zip" in r.stderr  # the path as given, not cut at "#"
+    code, _, err = run_main(capsys, "train", ROOT / "configs" / "fer2013.yaml", "--data", tmp_path / "a #1" / "x.zip")
+    assert code == 2 and "a #1/x.zip" in err  # the path as given, not cut at "#"
 
 
 def test_resume_of_a_finished_run_keeps_its_best(fer_zip, tmp_path):
