@@ -106,13 +106,28 @@ def test_param_groups_split_head_from_body_at_one_learning_rate_by_default(resne
     assert {id(p) for k in ("head", "head_no_decay") for p in groups[k]["params"]} == head
 
 
-BAD_SPECS = ["freeze", "head:1", "last_layers:0", "last_layers:x", "last_blocks:99", "modules:", "modules:backbone.x"]
+NOT_A_FORM = "is not one of: all | head | last_layers:N | last_blocks:N | modules:name1,name2"
+POSITIVE = ": N must be a positive integer (for the head alone use 'head')"
+RESNET_TOPS = "backbone.bn1, backbone.conv1, backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4"
 
 
-@pytest.mark.parametrize("spec", BAD_SPECS)
-def test_set_trainable_rejects(resnet18, spec):
-    with pytest.raises(FerkitError, match="trainable"):
-        set_trainable(resnet18, spec)
+@pytest.mark.parametrize("model, spec, message", [
+    ("resnet18", "freeze", f"trainable 'freeze' {NOT_A_FORM}"),
+    ("resnet18", "head:1", f"trainable 'head:1' {NOT_A_FORM}"),
+    ("resnet18", "modules:", f"trainable 'modules:' {NOT_A_FORM}"),
+    ("resnet18", "last_layers:0", f"trainable 'last_layers:0'{POSITIVE}"),
+    ("resnet18", "last_blocks:x", f"trainable 'last_blocks:x'{POSITIVE}"),
+    ("resnet18", "last_blocks:6", "trainable 'last_blocks:6': the body has only 5 blocks; use 'all' to train everything"),
+    ("resnet18", "modules:backbone.x", f"trainable 'modules:backbone.x': 'backbone.x' names no body module; some are: "
+                                       f"{RESNET_TOPS}"),
+    ("fernet", "modules:stage1,nope", "trainable 'modules:stage1,nope': 'nope' names no body module; some are: stage1, "
+                                      "stage2, stage3, stage4"),
+])
+def test_set_trainable_rejects_saying_what_is_wrong(model, spec, message):
+    net = create_model(model, **({"image_size": SMALL} if model == "resnet18" else {"width": 4}))
+    with pytest.raises(FerkitError) as e:
+        set_trainable(net, spec)
+    assert str(e.value) == message
 
 
 def test_train_mode_keeps_frozen_batchnorm_in_eval(resnet18):

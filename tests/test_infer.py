@@ -193,6 +193,26 @@ def test_detector_boxes():
         FixedDetector(raw, max_side=63)
 
 
+def test_detector_keeps_boxes_that_reach_into_the_image_by_two_pixels():
+    kept = [(10, 10, 2, 2), (10, 80, 2, 2), (-5, 50, 6, 5), (50, -5, 5, 6), (99, 70, 5, 5), (70, 99, 5, 5)]
+    dropped = [(20, 10, 1, 5), (30, 10, 5, 1), (-5, 40, 5, 5), (40, -5, 5, 5), (100, 60, 5, 5), (60, 100, 5, 5)]
+    det = FixedDetector([(b, 0.5) for b in kept + dropped], max_side=None, min_face=2)
+    det.framing = (1.0, 0.0)  # boxes as the backend found them
+    # Left to right, then top to bottom (the two boxes at x=10 by their y, not their size).
+    assert [d.box for d in det(np.zeros((100, 100, 3), np.uint8))] == sorted(kept)
+
+
+def test_detector_searches_a_shrunk_copy_by_area_and_small_images_as_they_are():
+    image = np.random.default_rng(0).integers(0, 256, (300, 600, 3), np.uint8)
+    det = FixedDetector([], max_side=150)
+    seen = []
+    det._detect = lambda small, min_size: seen.append(small) or []
+    det(image)
+    np.testing.assert_array_equal(seen[0], cv2.resize(image, (150, 75), interpolation=cv2.INTER_AREA))
+    det = FixedDetector([], max_side=640, min_face=2)  # smaller than max_side: never enlarged
+    assert det(image[:4]) == [] and det.calls == [((4, 600, 3), 4)]  # 4 px tall: exactly the smallest face
+
+
 def test_faces_cut_by_the_border_keep_their_frame():
     """A face cut by the image's edge is framed as in training (the frame leaves the image, the crop repeats the
     border pixels), not shifted and narrowed to fit."""
