@@ -293,28 +293,37 @@ def test_framing_and_flip_replayed_against_affine_grid(faces):
     assert 0 < flip.sum() < B
 
 
-def test_erasing_replayed_against_torchvisions_rule(faces):
+@pytest.mark.parametrize("scale", [(0.02, 0.33), (0.8, 0.8)])  # torchvision's; one where many attempts do not fit
+def test_erasing_replayed_against_torchvisions_rule(faces, monkeypatch, scale):
+    from ferkit.train import augment
+
+    monkeypatch.setattr(augment, "ERASE_SCALE", scale)
     x, y = faces
     B = len(x)
-    out, _ = run(AugmentConfig(erasing=0.6), x, y, seed=6)
-    g = draws(6)
-    area = 48 * 48 * (0.02 + 0.31 * torch.rand((B, 10), generator=g))  # torchvision's scale (0.02, 0.33)
-    ratio = torch.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3)) * torch.rand((B, 10), generator=g))
-    chance, top_u, left_u = (torch.rand(B, generator=g) for _ in range(3))
-    values = iter(torch.rand((int((chance < 0.6).sum()), 1, 48, 48), generator=g))
-    ref = x.float() / 255
-    erased = 0
-    for i in range(B):
-        fits = [(h, w) for h, w in zip(torch.round(torch.sqrt(area[i] * ratio[i])).tolist(),
-                                         torch.round(torch.sqrt(area[i] / ratio[i])).tolist()) if h < 48 and w < 48]
-        expected = ref[i].clone()
-        if fits and chance[i] < 0.6:  # the first attempt that fits, placed uniformly
-            h, w = map(int, fits[0])
-            top, left = int(top_u[i] * (48 - h + 1)), int(left_u[i] * (48 - w + 1))
-            expected[:, top:top + h, left:left + w] = next(values)[:, top:top + h, left:left + w]
-            erased += 1
-        assert torch.equal(out[i], expected), i
-    assert 0 < erased < B
+    fitting = erased = 0
+    for seed in range(6):
+        out, _ = run(AugmentConfig(erasing=0.6), x, y, seed=seed)
+        g = draws(seed)
+        area = 48 * 48 * (scale[0] + (scale[1] - scale[0]) * torch.rand((B, 10), generator=g))
+        ratio = torch.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3)) * torch.rand((B, 10), generator=g))
+        chance, top_u, left_u = (torch.rand(B, generator=g) for _ in range(3))
+        ref = x.float() / 255
+        attempts = [[(h, w) for h, w in zip(torch.round(torch.sqrt(area[i] * ratio[i])).tolist(),
+                                            torch.round(torch.sqrt(area[i] / ratio[i])).tolist())] for i in range(B)]
+        fits = [[(h, w) for h, w in a if h < 48 and w < 48] for a in attempts]  # inside the face on both sides
+        values = iter(torch.rand((sum(bool(f) and c < 0.6 for f, c in zip(fits, chance)), 1, 48, 48), generator=g))
+        for i in range(B):
+            expected = ref[i].clone()
+            if fits[i] and chance[i] < 0.6:  # the first attempt that fits, placed uniformly
+                h, w = map(int, fits[i][0])
+                top, left = int(top_u[i] * (48 - h + 1)), int(left_u[i] * (48 - w + 1))
+                expected[:, top:top + h, left:left + w] = next(values)[:, top:top + h, left:left + w]
+                erased += 1
+            assert torch.equal(out[i], expected), (seed, i)
+        fitting += sum(map(bool, fits))
+    assert 0 < erased < fitting
+    if scale == (0.8, 0.8):
+        assert fitting < 6 * B  # some faces had no attempt that fits: they were left alone
 
 
 def test_mixup_replayed(faces):
@@ -330,20 +339,24 @@ def test_mixup_replayed(faces):
 
 def test_cutmix_replayed(faces):
     x, y = faces
-    out, target = run(AugmentConfig(cutmix=1.0), x, y, seed=8)
-    g = draws(8)
-    lam = np.random.default_rng(int(torch.randint(2**62, (1,), generator=g))).beta(1.0, 1.0)
-    perm = torch.randperm(len(x), generator=g)
-    cy, cx = int(torch.rand(1, generator=g) * 48), int(torch.rand(1, generator=g) * 48)
-    half = int(0.5 * math.sqrt(1 - lam) * 48)  # torchvision CutMix: a box of area (1 - lam), centred at (cy, cx)
-    y1, y2, x1, x2 = max(cy - half, 0), min(cy + half, 48), max(cx - half, 0), min(cx + half, 48)
-    assert 0 < (y2 - y1) * (x2 - x1) < 48 * 48
     ref, onehot = x.float() / 255, F.one_hot(y, C).float()
-    expected = ref.clone()
-    expected[:, :, y1:y2, x1:x2] = ref[perm][:, :, y1:y2, x1:x2]
-    kept = 1 - (y2 - y1) * (x2 - x1) / 48**2  # lambda becomes the area kept
-    assert torch.equal(out, expected)
-    assert torch.allclose(target, kept * onehot + (1 - kept) * onehot[perm], atol=1e-6)
+    edges = set()
+    for seed in range(12):
+        out, target = run(AugmentConfig(cutmix=1.0), x, y, seed=seed)
+        g = draws(seed)
+        lam = np.random.default_rng(int(torch.randint(2**62, (1,), generator=g))).beta(1.0, 1.0)
+        perm = torch.randperm(len(x), generator=g)
+        cy, cx = int(torch.rand(1, generator=g) * 48), int(torch.rand(1, generator=g) * 48)
+        half = int(0.5 * math.sqrt(1 - lam) * 48)  # torchvision CutMix: a box of area (1 - lam) centred at (cy, cx)
+        y1, y2, x1, x2 = max(cy - half, 0), min(cy + half, 48), max(cx - half, 0), min(cx + half, 48)
+        edges |= {"top"} if y1 == 0 else set()
+        edges |= {"left"} if x1 == 0 else set()
+        expected = ref.clone()
+        expected[:, :, y1:y2, x1:x2] = ref[perm][:, :, y1:y2, x1:x2]
+        kept = 1 - (y2 - y1) * (x2 - x1) / 48**2  # lambda becomes the area kept
+        assert torch.equal(out, expected), seed
+        assert torch.allclose(target, kept * onehot + (1 - kept) * onehot[perm], atol=1e-6), seed
+    assert edges == {"top", "left"}  # boxes cut by the image's edges were among them
 
 
 def test_equalize_hist_is_opencvs_at_the_edges(faces):
@@ -357,6 +370,7 @@ def test_equalize_hist_is_opencvs_at_the_edges(faces):
     got = equalize_hist(torch.from_numpy(np.stack(cases))[:, None].float() / 255)[:, 0].numpy() * 255
     for i, c in enumerate(cases):
         assert np.abs(got[i] - cv2.equalizeHist(c)).max() <= 0.5 + 1e-3, i
+    assert np.allclose(got[5], 100, atol=1e-3)  # one level: exactly as it was
 
 
 def test_int_vote_counts_are_soft_targets_and_labels_need_not_cover_every_class(faces):
