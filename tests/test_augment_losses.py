@@ -64,12 +64,19 @@ def test_resolve_user_values_win_and_unset_means_off():
     (AugmentConfig(rotation=-10.0), "augment.rotation is -10.0"),
     (AugmentConfig(mixup=-0.2), "augment.mixup"),
     (AugmentConfig(zoom=1.0), "augment.zoom is 1.0; it must be below 1"),
-    (AugmentConfig(erasing=1.5), "augment.erasing"),
+    (AugmentConfig(erasing=1.5), "augment.erasing is 1.5; it must be at most 1"),
     (AugmentConfig(fill="reflect"), "unknown augment.fill 'reflect'; choose one of: nearest, constant"),
 ])
 def test_resolve_rejects_bad_values(cfg, match):
     with pytest.raises(FerkitError, match=match):
         resolve(cfg)
+
+
+def test_a_crop_as_large_as_the_face_keeps_it_whole(faces):
+    x, y = faces
+    assert BatchAugment(AugmentConfig(crop=40), 48, C).out_size == 40
+    assert BatchAugment(AugmentConfig(), 48, C).out_size == 48
+    assert torch.equal(run(AugmentConfig(crop=48), x, y)[0], x.float() / 255)
 
 
 def test_crop_larger_than_faces_is_rejected_at_build_time(faces):
@@ -324,6 +331,40 @@ def test_erasing_replayed_against_torchvisions_rule(faces, monkeypatch, scale):
     assert 0 < erased < fitting
     if scale == (0.8, 0.8):
         assert fitting < 6 * B  # some faces had no attempt that fits: they were left alone
+
+
+@pytest.mark.parametrize("field", ["rotation", "shift", "shear", "zoom"])
+def test_each_geometric_parameter_alone_moves_the_face(faces, field):
+    x, y = faces
+    value = {"rotation": 20.0, "shift": 0.1, "shear": 20.0, "zoom": 0.2}[field]
+    out, _ = run(AugmentConfig(**{field: value}), x, y)
+    assert (out - x.float() / 255).abs().mean() > 0.01
+
+
+@pytest.mark.parametrize("field, value", [("equalize", 0.5), ("gamma", 0.4), ("contrast", 0.4), ("brightness", 0.3),
+                                          ("noise", 0.05)])
+def test_lighting_and_noise_replayed(faces, field, value):
+    from ferkit.train.augment import equalize_hist
+
+    x, y = faces
+    out, _ = run(AugmentConfig(**{field: value}), x, y, seed=9)
+    g = draws(9)
+    ref = x.float() / 255
+    u = torch.rand(len(x), generator=g)[:, None, None, None]
+    if field == "equalize":  # on a draw below the probability
+        expected = torch.where(u < value, equalize_hist(ref), ref)
+        assert 0 < (u < value).sum() < len(x)
+    elif field == "gamma":  # log-uniform in [1 / 1.4, 1.4]
+        expected = ref.clamp(min=1e-6) ** torch.exp(math.log1p(value) * (2 * u - 1))
+    elif field == "contrast":  # about each face's mean, factor in [0.6, 1.4]
+        mean = ref.mean(dim=(1, 2, 3), keepdim=True)
+        expected = (mean + (ref - mean) * (1 + value * (2 * u - 1))).clamp(0, 1)
+        assert (mean + (ref - mean) * (1 + value * (2 * u - 1)) < 0).any()  # some pixels clipped at black
+    elif field == "brightness":  # factor in [0.7, 1.3]
+        expected = (ref * (1 + value * (2 * u - 1))).clamp(0, 1)
+    else:  # Gaussian noise, its standard deviation uniform in [0, 0.05]
+        expected = (ref + value * u * torch.randn(ref.shape, generator=g)).clamp(0, 1)
+    assert torch.allclose(out, expected, atol=1e-6)
 
 
 def test_mixup_replayed(faces):
