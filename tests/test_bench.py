@@ -98,5 +98,6 @@ def test_bench_detect_cli(fer_zip):
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)["detectors"]
     assert [row["detector"] for row in rows] == ["haar"] and rows[0]["faces"] == 12 and rows[0]["group_faces"] == 6
-    r = run_cli("bench", "detect", "--data", fer_zip, "--detector", "dlib")  # the console script: one line, no traceback
+    # The console script itself: one line, no traceback.
+    r = run_cli("bench", "detect", "--data", fer_zip, "--detector", "dlib")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "unknown face detector 'dlib'" in r.stderr

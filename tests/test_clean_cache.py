@@ -43,6 +43,44 @@ def test_findings(dirty_folder):
     assert "different label" in dup.detail
 
 
+def test_findings_name_split_and_detail(dirty_folder):
+    from ferkit.data.clean import Finding
+
+    train = dirty_folder / "train"
+    happy = sorted((train / "happy").iterdir())
+    leaked_from = sorted((dirty_folder / "test" / "fear").iterdir())[0].name
+    (train / "happy" / "same_label_copy.jpg").write_bytes(happy[0].read_bytes())
+    edge = np.tile(np.array([125, 131], np.uint8), (48, 24))  # pixel std exactly 3.0: kept
+    import cv2
+
+    cv2.imwrite(str(train / "neutral" / "edge.png"), edge)
+    found = {f.path: f for f in find_issues(scan_dataset(dirty_folder))}
+    assert found["train/neutral/blank.png"] == Finding("train", "train/neutral/blank.png", "near_blank",
+                                                       "pixel std 0.00")
+    assert "train/neutral/edge.png" not in found
+    assert found["train/fear/leaked.jpg"] == Finding("train", "train/fear/leaked.jpg", "leak",
+                                                     f"same as test test/fear/{leaked_from}")
+    assert found["train/sad/copy_of_happy.jpg"] == Finding("train", "train/sad/copy_of_happy.jpg", "duplicate",
+                                                           f"same as train/happy/{happy[0].name} (with a different label)")
+    assert found["train/happy/same_label_copy.jpg"].detail == f"same as train/happy/{happy[0].name}"
+    assert all(type(f.split) is str and type(f.path) is str for f in found.values())
+
+
+def test_findings_are_plain_strings():
+    from ferkit.data.clean import Finding
+
+    f = Finding(np.str_("train"), np.str_("train/a.png"), "corrupt")
+    assert (type(f.split), type(f.path)) == (str, str) and (f.split, f.path) == ("train", "train/a.png")
+
+
+def test_real_ferplus_faces_that_are_no_faces(ferplus_zip):
+    found = [f for f in find_issues(scan_dataset(ferplus_zip)) if f.reason == "not_face"]
+    assert len(found) == 3
+    for f in found:
+        votes, total = map(int, f.detail.removesuffix(" votes").split(" of "))
+        assert f.split in ("train", "val") and total >= votes > total / 3  # the plurality said: not a face
+
+
 def test_report_files_and_exclusion(dirty_folder, tmp_path):
     scan = scan_dataset(dirty_folder)
     before = {p.name: p.stat().st_mtime_ns for p in dirty_folder.rglob("*")}
@@ -82,6 +120,7 @@ def test_report_is_written_into_new_and_existing_folders_whole(dirty_folder, tmp
     assert report["findings"]["corrupt"]["train"] == 2 and set(report["findings"]) == {
         "corrupt", "not_image", "missing", "near_blank", "duplicate", "leak", "not_face"}
     assert odd.path in read_flagged(csv_path) and read_flagged(csv_path) == {f.path for f in findings}
+    assert csv_path.read_bytes().startswith(b"split,path,reason,detail\n") and b"\r\n" not in csv_path.read_bytes()
     write_report(scan, findings[:1], out)  # the folder exists: written again
     assert read_flagged(csv_path) == {findings[0].path}
 

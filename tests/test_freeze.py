@@ -117,7 +117,8 @@ RESNET_TOPS = "backbone.bn1, backbone.conv1, backbone.layer1, backbone.layer2, b
     ("resnet18", "modules:", f"trainable 'modules:' {NOT_A_FORM}"),
     ("resnet18", "last_layers:0", f"trainable 'last_layers:0'{POSITIVE}"),
     ("resnet18", "last_blocks:x", f"trainable 'last_blocks:x'{POSITIVE}"),
-    ("resnet18", "last_blocks:6", "trainable 'last_blocks:6': the body has only 5 blocks; use 'all' to train everything"),
+    ("resnet18", "last_blocks:6", "trainable 'last_blocks:6': the body has only 5 blocks; use 'all' to train "
+                                  "everything"),
     ("resnet18", "modules:backbone.x", f"trainable 'modules:backbone.x': 'backbone.x' names no body module; some are: "
                                        f"{RESNET_TOPS}"),
     ("fernet", "modules:stage1,nope", "trainable 'modules:stage1,nope': 'nope' names no body module; some are: stage1, "
