@@ -412,6 +412,8 @@ def test_equalize_hist_is_opencvs_at_the_edges(faces):
     for i, c in enumerate(cases):
         assert np.abs(got[i] - cv2.equalizeHist(c)).max() <= 0.5 + 1e-3, i
     assert np.allclose(got[5], 100, atol=1e-3)  # one level: exactly as it was
+    between = torch.full((1, 1, 4, 4), 0.3337)  # off the 1/255 grid, as after a lighting change
+    assert torch.equal(equalize_hist(between), between)
 
 
 def test_int_vote_counts_are_soft_targets_and_labels_need_not_cover_every_class(faces):

@@ -51,7 +51,7 @@ def test_crop_is_the_square_cut_from_the_photo_with_its_border_repeated(gray, bo
     np.testing.assert_array_equal(crop_face(gray, box, 48), reference_crop(gray, box, 48))
 
 
-def test_a_one_pixel_box_is_that_pixel(gray):
+def test_a_one_pixel_box_is_that_pixel():
     gradient = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
     assert (crop_face(gradient, (10, 5, 1, 1), 8) == gradient[5, 10]).all()
 

@@ -83,6 +83,17 @@ def test_a_final_norm_joins_the_last_block():
     assert any(".denseblock4." in n for n in blocks[-1]) and not any("norm5" in n for n in blocks[-2])
 
 
+def test_a_timm_backbone_without_a_group_matcher_is_split_by_its_children():
+    model = create_model("timm:poolformer_s12", image_size=SMALL)
+    assert not hasattr(model.backbone, "group_matcher")
+    blocks = body_blocks(model)
+    tops = [sorted({".".join(n.split(".")[:2]) for n in b}) for b in blocks]
+    assert tops == [["backbone.stem"], ["backbone.stages"], ["backbone.head"]]  # the last: its final norm
+    set_trainable(model, "last_blocks:1")
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == set(blocks[-1]) | {
+        n for n, _ in model.head.named_parameters(prefix="head")}
+
+
 def test_blocks_of_a_from_scratch_net_are_its_stages():
     blocks = body_blocks(create_model("fernet", width=4))
     assert [sorted({n.split(".")[0] for n in b}) for b in blocks] == [["stage1"], ["stage2"], ["stage3"], ["stage4"]]

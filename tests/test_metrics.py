@@ -11,6 +11,7 @@ import pytest
 from ferkit.evaluate import calibration, compute_metrics
 from ferkit.evaluate.metrics import Calibration, Evaluation, Scores
 
+
 def test_metrics_agree_with_sklearn():
     from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, log_loss,
                                  precision_recall_fscore_support, top_k_accuracy_score)
@@ -56,7 +57,6 @@ def test_expected_calibration_error_by_hand():
     assert cal.count[13] == 2 and cal.accuracy[13] == 0.5 and cal.confidence[13] == pytest.approx(0.9)
     assert cal.count[8] == 1 and cal.count[5] == 1 and cal.accuracy[0] is None and cal.confidence[0] is None
     assert compute_metrics(y, probs, ["x", "y", "z"]).ece == pytest.approx(cal.ece)
-
 
 
 def test_calibration_bin_edges_are_closed_on_the_right():

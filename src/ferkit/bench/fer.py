@@ -6,6 +6,8 @@ Python that has it (``--fer-python``) and hands its results back as JSON or a .n
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import subprocess
 import sys
 import tempfile
@@ -61,8 +63,6 @@ np.save(sys.argv[2], scores)
 
 def fer_interpreter(fer_python: str | None) -> str | None:
     """The Python that runs fer: ``fer_python`` (checked now, before any measuring) or this one if it has fer."""
-    import importlib.util
-
     if fer_python is None:
         return sys.executable if importlib.util.find_spec("fer") else None
     try:
@@ -88,9 +88,8 @@ def run_fer(python: str, script: str, *args: str, timeout: float = 3600) -> str:
 
 
 def fer_scores(python: str, faces: np.ndarray) -> np.ndarray:
-    """fer's emotion scores (N, 7), in ``LABELS`` order, for face crops (N, S, S) uint8."""
-    import json
-
+    """fer's emotion scores (N, 7), in ``LABELS`` order, for face crops (N, S, S) uint8: rounded to two decimals, as
+    fer gives them, so a tie goes to the first emotion, as in fer's own ``top_emotion``."""
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "faces.npy", Path(tmp) / "scores.npy"
         np.save(src, np.ascontiguousarray(faces, np.uint8))

@@ -18,6 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ferkit.config import INPUT_SIZE
 from ferkit.errors import FerkitError, UnknownNameError
 from ferkit.fileio import atomic_write
 
@@ -95,7 +96,8 @@ def bench_robustness(models: Sequence[str | Path], data: str | Path, split: str 
     """Each model's accuracy on ``split`` of ``data``, clean and under each perturbation.
 
     ``tta`` None means each model's own protocol; ``limit`` scores a random subset of that many faces (the same
-    faces for every model and perturbation); ``on_step(model, perturbation)`` is called after each scoring.
+    faces for every model that answers the same classes, and for every perturbation); ``on_step(model,
+    perturbation)`` is called after each scoring.
     ``fer_python``: a Python that has the fer package, scored last as the model "fer" (see ``ferkit.bench.fer``).
     """
     from ferkit.bench.fer import fer_interpreter
@@ -111,7 +113,7 @@ def bench_robustness(models: Sequence[str | Path], data: str | Path, split: str 
     if tta is not None:
         check_tta(tta)
     names = check_perturbations(perturbations)
-    fer = fer_interpreter(fer_python) if fer_python else None
+    fer = fer_interpreter(fer_python) if fer_python is not None else None
     loaded = [(str(m), load_members([resolve_checkpoint(m)])) for m in models]  # every model found before work starts
 
     def split_faces(labels: Sequence[str], face_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -135,17 +137,18 @@ def bench_robustness(models: Sequence[str | Path], data: str | Path, split: str 
                 on_step(name, p)
         out.append(ModelRobustness(name, len(y), protocol, accuracy))
     if fer is not None:
-        out.append(_fer_robustness(fer, split_faces, names, on_step))
+        from ferkit.bench.fer import LABELS
+
+        out.append(_fer_robustness(fer, *split_faces(LABELS, INPUT_SIZE), names, on_step))
     return out
 
 
-def _fer_robustness(python: str, split_faces: Callable, names: Sequence[str],
+def _fer_robustness(python: str, faces: np.ndarray, y: np.ndarray, names: Sequence[str],
                     on_step: Callable[[str, str], None] | None) -> ModelRobustness:
-    """The fer package's accuracy on the same faces: every perturbation's faces go to fer in one run."""
+    """The fer package's accuracy on ``faces``: every perturbation's faces go to fer in one run."""
     from ferkit.bench.fer import LABELS, fer_scores
     from ferkit.evaluate.metrics import compute_metrics
 
-    faces, y = split_faces(LABELS, 48)
     scores = fer_scores(python, np.concatenate([PERTURBATIONS[p][1](faces) for p in names]))
     accuracy = {}
     for i, p in enumerate(names):

@@ -234,7 +234,7 @@ def cmd_bench_robustness(args: argparse.Namespace) -> int:
     names = check_perturbations(args.perturbation)
     if args.plot:
         check_out_file(args.plot, (".png",), "the plot is a PNG image", "--plot")
-    total = (len(args.models) + bool(args.fer_python)) * len(names)
+    total = (len(args.models) + (args.fer_python is not None)) * len(names)
     bar = tqdm(total=total, unit="step", disable=args.json or not sys.stderr.isatty())
     rows = bench_robustness(args.models, args.data, args.split, None if args.tta == "own" else args.tta, names,
                             args.limit, on_step=lambda model, perturbation: bar.update(), fer_python=args.fer_python)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -41,7 +41,8 @@ def crop_faces(image: np.ndarray, boxes: Sequence[Sequence[int]], size: int) -> 
     return np.stack([crop_face(gray, b, size) for b in boxes])
 
 
-def find_faces(detector, image: np.ndarray, size: int) -> tuple[list[tuple[int, int, int, int]], np.ndarray]:
+def find_faces(detector: Callable[[np.ndarray], Sequence], image: np.ndarray,
+               size: int) -> tuple[list[tuple[int, int, int, int]], np.ndarray]:
     """The box of every face ``detector`` finds in a BGR image and its crop: (boxes, uint8 (N, size, size))."""
     boxes = [d.box for d in detector(image)]
     return boxes, crop_faces(image, boxes, size)

@@ -50,7 +50,8 @@ def body_blocks(model: nn.Module) -> list[list[str]]:
     """The body's blocks in order, as lists of parameter names.
 
     A timm backbone is split by its own ``group_matcher(coarse=True)`` (ResNet: stem, layer1..layer4; ViT:
-    embeddings, block 0..11); the from-scratch nets by their top-level children (their stages).
+    embeddings, block 0..11); a backbone without one (timm's MetaFormers, PiT) by its top-level children, and the
+    from-scratch nets by theirs (their stages).
     """
     body = _body_params(model)
     backbone = getattr(model, "backbone", None)
@@ -65,9 +66,10 @@ def body_blocks(model: nn.Module) -> list[list[str]]:
             last = blocks.pop()
             blocks[-1] += last
         return blocks
+    root, prefix = (backbone, "backbone.") if isinstance(backbone, nn.Module) else (model, "")
     blocks = []
-    for name, child in model.named_children():
-        names = [f"{name}.{n}" for n, _ in child.named_parameters()]
+    for name, child in root.named_children():
+        names = [f"{prefix}{name}.{n}" for n, _ in child.named_parameters()]
         names = [n for n in names if n in body]
         if names:
             blocks.append(names)

@@ -378,7 +378,8 @@ class _Rng:
 def equalize_hist(x: torch.Tensor) -> torch.Tensor:
     """Per-image histogram equalization of float [0, 1] images (B, C, H, W), as ``cv2.equalizeHist`` maps uint8.
 
-    Any monotone tone curve (exposure, contrast, a camera's gamma, an equalized dataset) gives the same output.
+    Any monotone tone curve (exposure, contrast, a camera's gamma, an equalized dataset) gives the same output; an
+    image of one level has no histogram to spread and stays as it is (as in OpenCV).
     """
     B = len(x)
     levels = (x.reshape(B, -1) * 255).round_().long().clamp_(0, 255)  # (B, N)
@@ -387,6 +388,5 @@ def equalize_hist(x: torch.Tensor) -> torch.Tensor:
     low = torch.where(hist > 0, cdf, torch.full_like(cdf, float("inf"))).amin(1, keepdim=True)  # count of the darkest
     n = levels.shape[1]
     lut = ((cdf - low) / (n - low).clamp_(min=1)).clamp_(0, 1)
-    identity = torch.arange(256, device=x.device, dtype=lut.dtype) / 255
-    lut = torch.where(low == n, identity, lut)  # an image of one level stays as it is
-    return lut.gather(1, levels).view_as(x)
+    one_level = (low == n).view(B, *([1] * (x.ndim - 1)))
+    return torch.where(one_level, x, lut.gather(1, levels).view_as(x))
