@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from ferkit.config import load_config
 from ferkit.models.checkpoint import load_checkpoint, read_meta
+from ferkit.train.callbacks import Callback
 from ferkit.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -332,6 +333,38 @@ def test_resume_at_a_stage_boundary_starts_the_next_stage_afresh(fer_zip, tmp_pa
     stages = ["1", "1", "1", "2", "2", "2"]
     assert [r["stage"] for r in rows(tmp_path / "straight")] == stages
     assert [r["stage"] for r in rows(tmp_path / "killed")] == stages
+
+
+class KillAt(Callback):
+    """Interrupt a run in the first epoch of a stage, or at the end of an epoch (before its state is saved)."""
+
+    def __init__(self, stage: int | None = None, epoch: int | None = None):
+        self.stage, self.epoch = stage, epoch
+
+    def on_stage_start(self, trainer, stage):
+        if stage == self.stage:
+            raise KeyboardInterrupt
+
+    def on_epoch_end(self, trainer, metrics):
+        if metrics["epoch"] == self.epoch:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("stages, kill, saved", [
+    ("[{epochs: 2}, {epochs: 2}]", KillAt(stage=1), 2),  # at the boundary: the next stage gets all its epochs
+    ("[{epochs: 1}, {epochs: 3}]", KillAt(epoch=3), 2),  # one epoch into a longer second stage: two more to go
+])
+def test_resume_trains_every_epoch_of_every_stage(fer_zip, tmp_path, stages, kill, saved):
+    from ferkit.train.trainer import Trainer, resume
+
+    Trainer(small(fer_zip, f"train.stages={stages}", "train.max_batches=2"), tmp_path / "straight").fit()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(small(fer_zip, f"train.stages={stages}", "train.max_batches=2"), tmp_path / "killed",
+                callbacks=[kill]).fit()
+    assert len(rows(tmp_path / "killed")) >= saved
+    resume(tmp_path / "killed")
+    assert [(r["epoch"], r["stage"]) for r in rows(tmp_path / "killed")] == [
+        (r["epoch"], r["stage"]) for r in rows(tmp_path / "straight")]
 
 
 @pytest.mark.parametrize("schedule, epochs, expected", [
