@@ -80,6 +80,7 @@ def test_real_ferplus_faces_that_are_no_faces(ferplus_zip):
     for f in found:
         votes, total = map(int, f.detail.removesuffix(" votes").split(" of "))
         assert f.split in ("train", "val") and total >= votes > total / 3  # the plurality said: not a face
+        assert type(f.path) is str and f.path.endswith(".png")
 
 
 def test_report_files_and_exclusion(dirty_folder, tmp_path):

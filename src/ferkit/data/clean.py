@@ -80,7 +80,7 @@ def find_issues(scan: Scan, blank_std: float = BLANK_STD) -> list[Finding]:
     if scan.votes.shape[1]:
         not_face = FERPLUS_VOTE_COLUMNS.index("not_face")
         top = scan.votes.argmax(axis=1)
-        for i in np.flatnonzero((top == not_face) & (scan.votes.sum(axis=1) > 0)):
+        for i in np.flatnonzero(top == not_face):
             out.append(Finding(scan.split[i], scan.path[i], "not_face", f"{scan.votes[i, not_face]} of "
                                f"{scan.votes[i].sum()} votes"))
     return out
