@@ -288,6 +288,24 @@ def test_prior_sweep_cli(ferplus_run, ferplus_zip, tmp_path, capsys):
     assert code == 2 and "--tau and --out go together" in err
 
 
+def test_a_logit_adjusted_model_can_be_given_its_prior_back(ferplus_run, ferplus_zip, tmp_path, capsys):
+    from ferkit.train.prior import adjust_checkpoint
+    from ferkit.train.trainer import train
+
+    with pytest.raises(FerkitError, match=r"--tau -0.1: give a value between 0 and 2"):
+        adjust_checkpoint(ferplus_run, tmp_path / "no.safetensors", -0.1, ferplus_zip)
+    run = tmp_path / "adjusted-run"
+    train(load_config(None, [f"data.path={ferplus_zip}", "data.soft_labels=true", "data.limit_per_class=10",
+                             "model.kwargs={width: 8}", "train.epochs=1", "train.batch_size=32",
+                             "train.logit_adjust=0.5"]), run)
+    code, out, _ = run_main(capsys, "prior", run, "--data", ferplus_zip, "--tta", "none", "--json")
+    assert code == 0
+    assert [r["tau"] for r in json.loads(out)["rows"]][:7] == [-0.5, -0.4, -0.3, -0.2, -0.1, 0, 0.1]
+    with pytest.raises(FerkitError, match=r"--tau -0.6: give a value between -0.5 and 2 \(0: as trained; 0.5 bal"):
+        adjust_checkpoint(run, tmp_path / "no.safetensors", -0.6, ferplus_zip)
+    assert adjust_checkpoint(run, tmp_path / "back.safetensors", -0.5, ferplus_zip).is_file()
+
+
 # ---- distillation -----------------------------------------------------------------------------------------------
 
 

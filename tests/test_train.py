@@ -273,6 +273,26 @@ def test_balanced_class_weights_reach_the_loss(fer_zip, tmp_path, monkeypatch):
         assert expected[1] > 1.3 and expected[0] < 0.97  # disgust, the rare class, counts more
 
 
+@pytest.mark.parametrize("tau", [0.0, 1.0])
+def test_logit_adjusted_loss_sees_logits_plus_tau_log_prior(fer_zip, tmp_path, monkeypatch, tau):
+    from ferkit.train import trainer as trainer_module
+
+    seen = []
+    loss = trainer_module.soft_cross_entropy
+    monkeypatch.setattr(trainer_module, "soft_cross_entropy",
+                        lambda logits, *a: seen.append(logits.detach()) or loss(logits, *a))
+    tr = trainer_module.Trainer(small(fer_zip, f"train.logit_adjust={tau}", "train.epochs=1", "train.max_batches=2",
+                                      per_class=UNEQUAL), tmp_path / "run")
+    outputs = []
+    tr.model.register_forward_hook(lambda module, args, out: outputs.append(out.detach().float()))
+    tr.fit()
+    assert len(seen) == 2
+    counts = torch.bincount(torch.as_tensor(tr.data.train.labels), minlength=7).double()
+    offset = tau * torch.log(counts / counts.sum()).float()  # disgust, the rare class, is pushed down most
+    for adjusted, raw in zip(seen, outputs[:2]):
+        torch.testing.assert_close(adjusted, raw + offset)
+
+
 def test_weighted_sampler_draws_classes_equally(fer_zip, tmp_path):
     from ferkit.train.trainer import Trainer
 

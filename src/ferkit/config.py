@@ -116,6 +116,7 @@ class TrainConfig:
     class_weights: str = "none"  # none | balanced
     sampler: str = "random"  # random | weighted (class-balanced sampling)
     label_smoothing: float = 0.0
+    logit_adjust: float = 0.0  # tau of the logit-adjusted loss: trains on logits + tau * log(training prior)
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: bf16 on CPU and recent GPUs)
     compile: bool | str = "auto"  # auto (torch.compile on CUDA GPUs only) | true | false
     channels_last: bool = True
@@ -279,6 +280,7 @@ def check_config(cfg: RunConfig) -> RunConfig:
     _check("train.epochs", t.epochs, 1, 100_000)
     _check("train.batch_size", t.batch_size, 1, 1_000_000)
     _check("train.label_smoothing", t.label_smoothing, 0, 1, high_open=True)
+    _check("train.logit_adjust", t.logit_adjust, 0, 2)
     _check("train.early_stopping", t.early_stopping, 0)  # 0 or None: off
     _check("train.max_batches", t.max_batches, 1)
     _check("train.distill", t.distill, 0, 1, low_open=True)

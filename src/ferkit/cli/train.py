@@ -128,7 +128,7 @@ def cmd_prior(args: argparse.Namespace) -> int:
         out = Path(args.out)
         check_out_file(out, (".safetensors",), "a checkpoint is a .safetensors file")
         path = adjust_checkpoint(args.checkpoint, out, args.tau, args.data)
-        print(f"wrote {path} (logits shifted by -{args.tau:g} * log(training prior))")
+        print(f"wrote {path} (logits shifted by {-args.tau:g} x log(training prior))")
         return 0
     prior, rows = sweep_prior(args.checkpoint, args.data, args.split, tta=args.tta,
                               progress=not args.json and sys.stderr.isatty())

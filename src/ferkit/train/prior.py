@@ -37,11 +37,17 @@ def training_prior(meta: dict[str, Any], data: str | Path | None = None) -> np.n
     if list(train.classes) != list(meta["labels"]):
         raise FerkitError(f"{cfg.path} gives classes {', '.join(train.classes)}, the model predicts "
                           f"{', '.join(meta['labels'])}; give the dataset it was trained on")
-    if train.soft is not None:
-        prior = train.soft.mean(0)
+    return class_prior(train)
+
+
+def class_prior(split) -> np.ndarray:
+    """A split's class distribution (C,): the mean soft target when it has FER+ votes or blended labels, label
+    frequencies otherwise; at least 1e-6 per class (a class without examples would get an infinite boost)."""
+    if split.soft is not None:
+        prior = split.soft.mean(0)
     else:
-        prior = np.bincount(train.labels, minlength=len(train.classes)) / len(train)
-    return np.maximum(prior.astype(np.float64), 1e-6)  # a class without examples would get an infinite boost
+        prior = np.bincount(split.labels, minlength=len(split.classes)) / len(split)
+    return np.maximum(prior.astype(np.float64), 1e-6)
 
 
 def adjust_probs(probs: np.ndarray, prior: np.ndarray, tau: float) -> np.ndarray:
@@ -69,10 +75,17 @@ class PriorRow:
         return dict(vars(self))
 
 
-def sweep_prior(checkpoint: str | Path, data: str | Path, split: str, taus: tuple[float, ...] = TAUS,
+def trained_tau(meta: dict[str, Any]) -> float:
+    """The tau a checkpoint was trained with (``train.logit_adjust``; 0 for plain cross entropy)."""
+    return float(meta["config"]["train"].get("logit_adjust", 0.0))
+
+
+def sweep_prior(checkpoint: str | Path, data: str | Path, split: str, taus: tuple[float, ...] | None = None,
                 tta: str | None = None, progress: bool = False) -> tuple[np.ndarray, list[PriorRow]]:
     """The training prior and, per ``tau``, accuracy, macro F1 and the lowest per-class recall on ``split``
-    (``progress``: bars while the data is decoded and scored)."""
+    (``progress``: bars while the data is decoded and scored). The default taus are ``TAUS``, and for a model
+    trained with a logit-adjusted loss also the negative ones down to minus its training tau, which give the
+    prior back."""
     from ferkit.evaluate.data import load_eval_data
     from ferkit.evaluate.metrics import compute_metrics
     from ferkit.models.predict import load_members, predict_proba
@@ -81,6 +94,8 @@ def sweep_prior(checkpoint: str | Path, data: str | Path, split: str, taus: tupl
     path = resolve_checkpoint(checkpoint)
     members = load_members([path])
     meta = members[0][1]
+    if taus is None:
+        taus = tuple(sorted({0.0 - t for t in TAUS if t <= trained_tau(meta)} | set(TAUS)))
     prior = training_prior(meta, data)
     tta = tta or meta.get("tta", "none")
     d = load_eval_data(data, split, meta["labels"], int(meta["input"]["face_size"]), progress)
@@ -98,9 +113,11 @@ def adjust_checkpoint(checkpoint: str | Path, out: str | Path, tau: float, data:
     """Write ``checkpoint`` with its logits shifted by ``-tau * log(training prior)`` to ``out`` (.safetensors)."""
     from ferkit.models.checkpoint import load_checkpoint, save_checkpoint
 
-    if not 0 <= tau <= 2:
-        raise FerkitError(f"--tau {tau}: give a value between 0 (as trained) and 2; 1 balances the classes")
     model, meta = load_checkpoint(checkpoint)
+    low = 0.0 - trained_tau(meta)
+    if not low <= tau <= 2:
+        raise FerkitError(f"--tau {tau}: give a value between {low:g} and 2 (0: as trained; "
+                          f"{1 + low:g} balances the classes)")
     if meta.get("prior_adjustment"):
         raise FerkitError(f"{checkpoint} is already adjusted for its prior; adjust the checkpoint it came from")
     prior = training_prior(meta, data)

@@ -25,6 +25,7 @@ from ferkit.models.checkpoint import BEST, CONFIG_FILE, RESUME_FILE, save_checkp
 from ferkit.train.checkpoint import load_state, save_state
 from ferkit.train.data import RunData, prepare_data
 from ferkit.train.losses import balanced_class_weights, sample_weights, soft_cross_entropy
+from ferkit.train.prior import class_prior
 from ferkit.train.optim import build_optimizer, build_schedule, optimizer, schedule, schedule_state
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,12 @@ class Trainer:
                                               device=self.device)
         elif cfg.train.class_weights != "none":
             raise UnknownNameError(f"unknown train.class_weights {cfg.train.class_weights!r}; choose none or balanced")
+        # Logit-adjusted loss (Menon et al. 2021): the loss sees logits + tau * log(prior), so the model's own
+        # logits learn the answer of a class-balanced world to the extent tau.
+        self.logit_offset = None
+        if cfg.train.logit_adjust:
+            self.logit_offset = cfg.train.logit_adjust * torch.log(
+                torch.as_tensor(class_prior(t), dtype=torch.float32, device=self.device))
         if cfg.train.sampler not in ("random", "weighted"):
             raise UnknownNameError(f"unknown train.sampler {cfg.train.sampler!r}; choose random or weighted")
         self.sample_w = torch.from_numpy(sample_weights(t.labels, n_cls)).double()
@@ -299,7 +306,8 @@ class Trainer:
                 y = self._distill(x, y)
             with self._autocast():
                 logits = self.forward_model(x)
-            loss = soft_cross_entropy(logits.float(), y, self.class_weights, cfg.label_smoothing)
+            adjusted = logits.float() if self.logit_offset is None else logits.float() + self.logit_offset
+            loss = soft_cross_entropy(adjusted, y, self.class_weights, cfg.label_smoothing)
             if not torch.isfinite(loss):
                 raise FerkitError(f"the loss became {loss.item()} at epoch {self.epoch + 1}, batch {step + 1}; "
                                   "lower optim.lr or use train.precision=fp32")
