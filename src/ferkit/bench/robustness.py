@@ -100,7 +100,7 @@ def bench_robustness(models: Sequence[str | Path], data: str | Path, split: str 
     perturbation)`` is called after each scoring.
     ``fer_python``: a Python that has the fer package, scored last as the model "fer" (see ``ferkit.bench.fer``).
     """
-    from ferkit.bench.fer import fer_interpreter
+    from ferkit.bench.fer import LABELS as FER_LABELS, fer_interpreter
     from ferkit.evaluate.data import load_eval_data
     from ferkit.evaluate.metrics import compute_metrics
     from ferkit.models.predict import check_tta, load_members, predict_proba
@@ -137,22 +137,21 @@ def bench_robustness(models: Sequence[str | Path], data: str | Path, split: str 
                 on_step(name, p)
         out.append(ModelRobustness(name, len(y), protocol, accuracy))
     if fer is not None:
-        from ferkit.bench.fer import LABELS
-
-        out.append(_fer_robustness(fer, *split_faces(LABELS, INPUT_SIZE), names, on_step))
+        out.append(_fer_robustness(fer, *split_faces(FER_LABELS, INPUT_SIZE), FER_LABELS, names, on_step))
     return out
 
 
-def _fer_robustness(python: str, faces: np.ndarray, y: np.ndarray, names: Sequence[str],
+def _fer_robustness(python: str, faces: np.ndarray, y: np.ndarray, labels: Sequence[str], names: Sequence[str],
                     on_step: Callable[[str, str], None] | None) -> ModelRobustness:
-    """The fer package's accuracy on ``faces``: every perturbation's faces go to fer in one run."""
-    from ferkit.bench.fer import LABELS, fer_scores
+    """The fer package's accuracy on ``faces`` (``labels``: fer's classes): every perturbation's faces go to fer in
+    one run."""
+    from ferkit.bench.fer import fer_scores
     from ferkit.evaluate.metrics import compute_metrics
 
     scores = fer_scores(python, np.concatenate([PERTURBATIONS[p][1](faces) for p in names]))
     accuracy = {}
     for i, p in enumerate(names):
-        accuracy[p] = compute_metrics(y, scores[i * len(y):(i + 1) * len(y)], LABELS).accuracy
+        accuracy[p] = compute_metrics(y, scores[i * len(y):(i + 1) * len(y)], labels).accuracy
         if on_step is not None:
             on_step("fer", p)
     return ModelRobustness("fer", len(y), "none", accuracy)
