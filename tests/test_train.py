@@ -57,7 +57,7 @@ def test_short_real_run_beats_chance(fer_zip, tmp_path):
     assert model(x).shape == (3, 7)
 
 
-def test_resume_after_sigkill_continues_exactly(fer_zip, tmp_path):
+def test_resume_after_sigkill_continues_exactly(fer_subset, tmp_path):
     from ferkit.train.trainer import resume
 
     overrides = ["data.val_split=test", "data.limit_per_class=60", "model.name=fernet", "model.kwargs={width: 8}",
@@ -66,10 +66,10 @@ def test_resume_after_sigkill_continues_exactly(fer_zip, tmp_path):
     cfg = tmp_path / "r.yaml"
     cfg.write_text("optim: {name: sgd, lr: 0.05, nesterov: true}\n")
     straight = tmp_path / "straight"
-    train(load_config(cfg, [f"data.path={fer_zip}", *overrides]), straight)
+    train(load_config(cfg, [f"data.path={fer_subset}", *overrides]), straight)
 
     killed = tmp_path / "killed"  # the command, killed once its first epoch is saved, then resumed
-    proc = subprocess.Popen([BIN / "ferkit", "train", cfg, "--out", killed, f"--data={fer_zip}",
+    proc = subprocess.Popen([BIN / "ferkit", "train", cfg, "--out", killed, f"--data={fer_subset}",
                              *(f"--{o}" for o in overrides)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and not (killed / "resume.safetensors").exists():
@@ -87,11 +87,11 @@ def test_resume_after_sigkill_continues_exactly(fer_zip, tmp_path):
     assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-5) for k in wa)
 
 
-def test_ddp_two_cpu_processes(fer_zip, tmp_path):
+def test_ddp_two_cpu_processes(fer_subset, tmp_path):
     run = tmp_path / "ddp"
     r = subprocess.run(
         [BIN / "torchrun", "--standalone", "--nproc_per_node=2", "-m", "ferkit.cli", "train",
-         ROOT / "configs" / "fer2013.yaml", "--out", run, f"--data={fer_zip}", "--data.limit_per_class=40",
+         ROOT / "configs" / "fer2013.yaml", "--out", run, f"--data={fer_subset}", "--data.limit_per_class=40",
          "--model.kwargs={width: 8}", "--train.epochs=1", "--train.compile=false", "--train.batch_size=32",
          "--train.precision=fp32"],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
@@ -111,12 +111,12 @@ def test_ddp_two_cpu_processes(fer_zip, tmp_path):
 
 
 @pytest.mark.parametrize("sampler", ["random", "weighted"])
-def test_ddp_ranks_train_on_disjoint_shards(fer_zip, tmp_path, sampler):
+def test_ddp_ranks_train_on_disjoint_shards(fer_subset, tmp_path, sampler):
     from dataclasses import replace
 
     from ferkit.train.trainer import Trainer
 
-    trainer = Trainer(small(fer_zip, f"train.sampler={sampler}"), tmp_path / "run")
+    trainer = Trainer(small(fer_subset, f"train.sampler={sampler}"), tmp_path / "run")
     n = len(trainer.x_train)
     shards = []
     for rank in (0, 1):
@@ -131,8 +131,8 @@ def test_ddp_ranks_train_on_disjoint_shards(fer_zip, tmp_path, sampler):
         assert torch.equal(positions, whole[: 2 * (n // 2)])
 
 
-def test_stages_freeze_then_fine_tune(fer_zip, tmp_path):
-    cfg = small(fer_zip, "train.stages=[{epochs: 1, trainable: head}, {epochs: 1, trainable: all, lr: 0.0001}]")
+def test_stages_freeze_then_fine_tune(fer_subset, tmp_path):
+    cfg = small(fer_subset, "train.stages=[{epochs: 1, trainable: head}, {epochs: 1, trainable: all, lr: 0.0001}]")
     start, after_stage_1 = {}, {}
 
     from ferkit.train.callbacks import Callback
@@ -178,8 +178,8 @@ def test_ferplus_soft_labels(ferplus_zip, tmp_path, monkeypatch, soft):
     assert one_hot < 0.6 if soft else one_hot == 1
 
 
-def test_made_validation_split_is_recorded(fer_zip, tmp_path):
-    cfg = small(fer_zip, "data.val_split=val", "data.val_fraction=0.2", "train.epochs=1", "train.max_batches=2")
+def test_made_validation_split_is_recorded(fer_subset, tmp_path):
+    cfg = small(fer_subset, "data.val_split=val", "data.val_fraction=0.2", "train.epochs=1", "train.max_batches=2")
     train(cfg, tmp_path / "run")
     lines = (tmp_path / "run" / "splits.csv").read_text().splitlines()
     assert lines[0] == "split,path,label" and any(l.startswith("val,train/") for l in lines)
@@ -216,10 +216,10 @@ def test_a_data_path_with_a_hash_is_taken_whole(tmp_path, capsys):
     assert code == 2 and "a #1/x.zip" in err  # the path as given, not cut at "#"
 
 
-def test_resume_of_a_finished_run_keeps_its_best(fer_zip, tmp_path):
+def test_resume_of_a_finished_run_keeps_its_best(fer_subset, tmp_path):
     from ferkit.train.trainer import resume
 
-    first = train(small(fer_zip, "train.epochs=2", "train.max_batches=3"), tmp_path / "run")
+    first = train(small(fer_subset, "train.epochs=2", "train.max_batches=3"), tmp_path / "run")
     again = resume(tmp_path / "run")  # nothing left to train; the callbacks' state comes back without a printer
     assert again["epochs"] == 2 and again["best_epoch"] == first["best_epoch"]
     assert again["best"] == first["best"]
@@ -250,7 +250,7 @@ def labels_seen(trainer) -> torch.Tensor:
     return seen
 
 
-def test_balanced_class_weights_reach_the_loss(fer_zip, tmp_path, monkeypatch):
+def test_balanced_class_weights_reach_the_loss(fer_subset, tmp_path, monkeypatch):
     from ferkit.train import trainer as trainer_module
 
     weights = []
@@ -259,7 +259,7 @@ def test_balanced_class_weights_reach_the_loss(fer_zip, tmp_path, monkeypatch):
                         lambda logits, target, w=None, *a: weights.append(w) or loss(logits, target, w, *a))
     for setting in ("none", "balanced"):
         weights.clear()
-        tr = trainer_module.Trainer(small(fer_zip, f"train.class_weights={setting}", "train.epochs=1",
+        tr = trainer_module.Trainer(small(fer_subset, f"train.class_weights={setting}", "train.epochs=1",
                                           "train.max_batches=2", per_class=UNEQUAL), tmp_path / setting)
         tr.fit()
         assert len(weights) == 2
@@ -274,14 +274,14 @@ def test_balanced_class_weights_reach_the_loss(fer_zip, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("tau", [0.0, 1.0])
-def test_logit_adjusted_loss_sees_logits_plus_tau_log_prior(fer_zip, tmp_path, monkeypatch, tau):
+def test_logit_adjusted_loss_sees_logits_plus_tau_log_prior(fer_subset, tmp_path, monkeypatch, tau):
     from ferkit.train import trainer as trainer_module
 
     seen = []
     loss = trainer_module.soft_cross_entropy
     monkeypatch.setattr(trainer_module, "soft_cross_entropy",
                         lambda logits, *a: seen.append(logits.detach()) or loss(logits, *a))
-    tr = trainer_module.Trainer(small(fer_zip, f"train.logit_adjust={tau}", "train.epochs=1", "train.max_batches=2",
+    tr = trainer_module.Trainer(small(fer_subset, f"train.logit_adjust={tau}", "train.epochs=1", "train.max_batches=2",
                                       per_class=UNEQUAL), tmp_path / "run")
     outputs = []
     tr.model.register_forward_hook(lambda module, args, out: outputs.append(out.detach().float()))
@@ -293,12 +293,12 @@ def test_logit_adjusted_loss_sees_logits_plus_tau_log_prior(fer_zip, tmp_path, m
         torch.testing.assert_close(adjusted, raw + offset)
 
 
-def test_weighted_sampler_draws_classes_equally(fer_zip, tmp_path):
+def test_weighted_sampler_draws_classes_equally(fer_subset, tmp_path):
     from ferkit.train.trainer import Trainer
 
     share, counts = {}, None
     for sampler in ("random", "weighted"):
-        tr = Trainer(small(fer_zip, f"train.sampler={sampler}", "train.epochs=1", per_class=UNEQUAL),
+        tr = Trainer(small(fer_subset, f"train.sampler={sampler}", "train.epochs=1", per_class=UNEQUAL),
                      tmp_path / sampler)
         seen = labels_seen(tr)
         tr.fit()
@@ -312,11 +312,11 @@ def test_weighted_sampler_draws_classes_equally(fer_zip, tmp_path):
 
 
 @pytest.mark.parametrize("restore", [True, False])
-def test_early_stopping_stops_at_patience_and_restores_the_best(fer_zip, tmp_path, restore):
+def test_early_stopping_stops_at_patience_and_restores_the_best(fer_subset, tmp_path, restore):
     from ferkit.train.trainer import Trainer
 
     # Adam at a high rate on 280 faces: the validation loss soon stops improving.
-    tr = Trainer(small(fer_zip, "train.epochs=40", "train.early_stopping=2", "train.monitor=val_loss",
+    tr = Trainer(small(fer_subset, "train.epochs=40", "train.early_stopping=2", "train.monitor=val_loss",
                        "optim.lr=0.01", f"train.restore_best={str(restore).lower()}"), tmp_path / "run")
     summary = tr.fit()
     losses = [float(r["val_loss"]) for r in rows(tmp_path / "run")]
@@ -331,7 +331,7 @@ def test_early_stopping_stops_at_patience_and_restores_the_best(fer_zip, tmp_pat
     assert any(not torch.equal(state[k], other[k]) for k in other)
 
 
-def test_resume_at_a_stage_boundary_starts_the_next_stage_afresh(fer_zip, tmp_path):
+def test_resume_at_a_stage_boundary_starts_the_next_stage_afresh(fer_subset, tmp_path):
     """A run killed in the first epoch of its second stage resumes from the state saved at the end of the first:
     the second stage's early stopping starts afresh, as in the run that was never stopped."""
     from ferkit.train.callbacks import Callback
@@ -345,9 +345,9 @@ def test_resume_at_a_stage_boundary_starts_the_next_stage_afresh(fer_zip, tmp_pa
     # Nothing improves by 1.0, so each stage stops two epochs after its first: 3 epochs of stage 1, 3 of stage 2.
     recipe = ("train.stages=[{epochs: 3}, {epochs: 5}]", "train.early_stopping=2", "train.monitor=val_accuracy",
               "schedule.min_delta=1.0")
-    Trainer(small(fer_zip, *recipe), tmp_path / "straight").fit()
+    Trainer(small(fer_subset, *recipe), tmp_path / "straight").fit()
     with pytest.raises(KeyboardInterrupt):
-        Trainer(small(fer_zip, *recipe), tmp_path / "killed", callbacks=[KilledInStageTwo()]).fit()
+        Trainer(small(fer_subset, *recipe), tmp_path / "killed", callbacks=[KilledInStageTwo()]).fit()
     assert len(rows(tmp_path / "killed")) == 3
     resume(tmp_path / "killed")
     stages = ["1", "1", "1", "2", "2", "2"]
@@ -374,12 +374,12 @@ class KillAt(Callback):
     ("[{epochs: 2}, {epochs: 2}]", KillAt(stage=1), 2),  # at the boundary: the next stage gets all its epochs
     ("[{epochs: 1}, {epochs: 3}]", KillAt(epoch=3), 2),  # one epoch into a longer second stage: two more to go
 ])
-def test_resume_trains_every_epoch_of_every_stage(fer_zip, tmp_path, stages, kill, saved):
+def test_resume_trains_every_epoch_of_every_stage(fer_subset, tmp_path, stages, kill, saved):
     from ferkit.train.trainer import Trainer, resume
 
-    Trainer(small(fer_zip, f"train.stages={stages}", "train.max_batches=2"), tmp_path / "straight").fit()
+    Trainer(small(fer_subset, f"train.stages={stages}", "train.max_batches=2"), tmp_path / "straight").fit()
     with pytest.raises(KeyboardInterrupt):
-        Trainer(small(fer_zip, f"train.stages={stages}", "train.max_batches=2"), tmp_path / "killed",
+        Trainer(small(fer_subset, f"train.stages={stages}", "train.max_batches=2"), tmp_path / "killed",
                 callbacks=[kill]).fit()
     assert len(rows(tmp_path / "killed")) >= saved
     resume(tmp_path / "killed")
@@ -396,14 +396,14 @@ def test_resume_trains_every_epoch_of_every_stage(fer_zip, tmp_path, stages, kil
     ("{name: cosine, warmup_epochs: 1, min_lr: 0.001}", 4,
      [0.05, 0.1, 0.001 + 0.099 * 0.75, 0.001 + 0.099 * 0.25]),
 ])
-def test_schedules_set_the_learning_rate_of_each_epoch(fer_zip, tmp_path, schedule, epochs, expected):
-    train(small(fer_zip, "optim={name: sgd, lr: 0.1}", f"schedule={schedule}", f"train.epochs={epochs}",
+def test_schedules_set_the_learning_rate_of_each_epoch(fer_subset, tmp_path, schedule, epochs, expected):
+    train(small(fer_subset, "optim={name: sgd, lr: 0.1}", f"schedule={schedule}", f"train.epochs={epochs}",
                 "train.max_batches=2"), tmp_path / "run")
     lrs = [float(r["lr"]) for r in rows(tmp_path / "run")]
     assert lrs == pytest.approx(expected, rel=1e-6)
 
 
-def test_a_registered_schedule_is_used_by_name(fer_zip, tmp_path):
+def test_a_registered_schedule_is_used_by_name(fer_subset, tmp_path):
     from ferkit.train.optim import SCHEDULES, register_schedule
 
     @register_schedule("drop_after_one")
@@ -411,17 +411,17 @@ def test_a_registered_schedule_is_used_by_name(fer_zip, tmp_path):
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, [1], gamma=0.1)
 
     try:
-        train(small(fer_zip, "optim={name: sgd, lr: 0.1}", "schedule.name=drop_after_one", "train.epochs=3",
+        train(small(fer_subset, "optim={name: sgd, lr: 0.1}", "schedule.name=drop_after_one", "train.epochs=3",
                     "train.max_batches=1"), tmp_path / "run")
     finally:
         del SCHEDULES["drop_after_one"]
     assert [float(r["lr"]) for r in rows(tmp_path / "run")] == pytest.approx([0.1, 0.01, 0.01])
 
 
-def test_bf16_training_runs_in_bf16_and_learns_like_fp32(fer_zip, tmp_path):
+def test_bf16_training_runs_in_bf16_and_learns_like_fp32(fer_subset, tmp_path):
     losses = {}
     for precision in ("fp32", "bf16"):
-        summary = train(small(fer_zip, f"train.precision={precision}", "train.epochs=2", "train.max_batches=4"),
+        summary = train(small(fer_subset, f"train.precision={precision}", "train.epochs=2", "train.max_batches=4"),
                         tmp_path / precision)
         losses[precision] = summary["best"]["train_loss"]
     # The same batches and initial weights: autocast changes the arithmetic, not the learning.
@@ -429,22 +429,22 @@ def test_bf16_training_runs_in_bf16_and_learns_like_fp32(fer_zip, tmp_path):
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
 
 
-def test_train_epoch_can_stop_after_some_batches(fer_zip, tmp_path):
+def test_train_epoch_can_stop_after_some_batches(fer_subset, tmp_path):
     from ferkit.train.trainer import Trainer
 
-    tr = Trainer(small(fer_zip, "train.epochs=1"), tmp_path)
+    tr = Trainer(small(fer_subset, "train.epochs=1"), tmp_path)
     tr.start_stage(0)
     assert tr.train_epoch(max_batches=2)["images"] == 2 * 32
     assert tr.train_epoch()["images"] == tr.steps_per_epoch() * 32 > 2 * 32
 
 
-def test_compiled_training_matches_eager(fer_zip, tmp_path):
+def test_compiled_training_matches_eager(fer_subset, tmp_path):
     from ferkit.train.trainer import Trainer
 
     losses = {}
     for compiled in (False, True):
         # No dropout: compiled code draws its masks from another random stream than eager PyTorch.
-        tr = Trainer(small(fer_zip, f"train.compile={str(compiled).lower()}", "train.epochs=1",
+        tr = Trainer(small(fer_subset, f"train.compile={str(compiled).lower()}", "train.epochs=1",
                            "train.max_batches=3", "model.kwargs={width: 8, dropout: 0}"), tmp_path / str(compiled))
         losses[compiled] = tr.fit()["best"]
         assert isinstance(tr.forward_model, torch._dynamo.eval_frame.OptimizedModule) == compiled
@@ -452,14 +452,14 @@ def test_compiled_training_matches_eager(fer_zip, tmp_path):
     assert losses[True]["val_loss"] == pytest.approx(losses[False]["val_loss"], rel=1e-4)
 
 
-def test_seed_recipe_at_its_own_size_from_a_local_weights_file(fer_zip, tmp_path):
+def test_seed_recipe_at_its_own_size_from_a_local_weights_file(fer_subset, tmp_path):
     import timm
     from safetensors.torch import save_file
 
     torch.manual_seed(1)
     imagenet = timm.create_model("resnet18", num_classes=1000).state_dict()
     save_file({k: v.contiguous() for k, v in imagenet.items()}, tmp_path / "r18.safetensors")
-    r = run_cli("train", ROOT / "configs" / "seeds" / "s1_resnet18.yaml", f"--data={fer_zip}", "--out",
+    r = run_cli("train", ROOT / "configs" / "seeds" / "s1_resnet18.yaml", f"--data={fer_subset}", "--out",
                 tmp_path / "run", "--data.limit_per_class=8", "--train.batch_size=8", "--train.max_batches=1",
                 f"--model.pretrained_file={tmp_path / 'r18.safetensors'}",
                 "--train.stages=[{epochs: 1, trainable: head}]")
