@@ -438,6 +438,22 @@ def test_train_epoch_can_stop_after_some_batches(fer_subset, tmp_path):
     assert tr.train_epoch()["images"] == tr.steps_per_epoch() * 32 > 2 * 32
 
 
+def test_train_epoch_shows_its_bar_and_counts_the_time_preparing_batches(fer_subset, tmp_path, capsys):
+    from ferkit.train.trainer import Trainer
+
+    tr = Trainer(small(fer_subset, "train.epochs=1"), tmp_path, progress=True)
+    tr.start_stage(0)
+    augment = tr.augment
+    tr.augment = lambda x, y, gen: (time.sleep(0.2), augment(x, y, gen))[1]  # 0.2 s more per batch
+    capsys.readouterr()
+    stats = tr.train_epoch(max_batches=2)
+    err = capsys.readouterr().err
+    # The epoch's bar, named, run to its end, and cleared afterwards (no line left behind per epoch).
+    assert "epoch 1/1" in err and "2/2" in err and "\n" not in err
+    data_time = stats["data_share"] * stats["images"] / stats["images_per_s"]  # share x elapsed
+    assert 0.4 <= data_time < 0.9
+
+
 def test_compiled_training_matches_eager(fer_subset, tmp_path):
     from ferkit.train.trainer import Trainer
 
