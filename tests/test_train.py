@@ -448,10 +448,13 @@ def test_train_epoch_shows_its_bar_and_counts_the_time_preparing_batches(fer_sub
     capsys.readouterr()
     stats = tr.train_epoch(max_batches=2)
     err = capsys.readouterr().err
-    # The epoch's bar, named, run to its end, and cleared afterwards (no line left behind per epoch).
-    assert "epoch 1/1" in err and "2/2" in err and "\n" not in err
+    # The epoch's bar, named, run to its end in batches, and cleared afterwards (no line left behind per epoch).
+    assert "epoch 1/1" in err and "2/2" in err and "batch/s" in err and "\n" not in err
     data_time = stats["data_share"] * stats["images"] / stats["images_per_s"]  # share x elapsed
     assert 0.4 <= data_time < 0.9
+    tr.progress = False
+    tr.train_epoch(max_batches=1)
+    assert capsys.readouterr().err == ""
 
 
 def test_compiled_training_matches_eager(fer_subset, tmp_path):
