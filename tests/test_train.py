@@ -293,6 +293,31 @@ def test_logit_adjusted_loss_sees_logits_plus_tau_log_prior(fer_subset, tmp_path
         torch.testing.assert_close(adjusted, raw + offset)
 
 
+def test_label_smoothing_reaches_the_loss(fer_subset, tmp_path, monkeypatch):
+    from ferkit.train import trainer as trainer_module
+
+    smoothing = []
+    loss = trainer_module.soft_cross_entropy
+    monkeypatch.setattr(trainer_module, "soft_cross_entropy",
+                        lambda logits, target, w, eps: smoothing.append(eps) or loss(logits, target, w, eps))
+    trainer_module.Trainer(small(fer_subset, "train.label_smoothing=0.1", "train.epochs=1", "train.max_batches=2"),
+                           tmp_path / "run").fit()
+    assert smoothing == [0.1, 0.1]
+
+
+def test_a_diverging_loss_stops_training_with_where_it_happened(fer_subset, tmp_path):
+    from ferkit.errors import FerkitError
+    from ferkit.train.trainer import Trainer
+
+    tr = Trainer(small(fer_subset, "train.epochs=1"), tmp_path / "run")
+    calls = []
+    # The second batch's logits are NaN, as after an overflow.
+    tr.model.register_forward_hook(lambda m, a, out: calls.append(1) or (out * torch.nan if len(calls) == 2 else out))
+    with pytest.raises(FerkitError, match=r"^the loss became nan at epoch 1, batch 2; lower optim.lr or use "
+                                          r"train.precision=fp32$"):
+        tr.fit()
+
+
 def test_weighted_sampler_draws_classes_equally(fer_subset, tmp_path):
     from ferkit.train.trainer import Trainer
 
