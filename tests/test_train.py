@@ -293,6 +293,28 @@ def test_logit_adjusted_loss_sees_logits_plus_tau_log_prior(fer_subset, tmp_path
         torch.testing.assert_close(adjusted, raw + offset)
 
 
+def test_train_epoch_reports_the_mean_loss_and_accuracy_of_its_batches(fer_subset, tmp_path, monkeypatch):
+    from ferkit.train import trainer as trainer_module
+
+    batches = []
+    loss = trainer_module.soft_cross_entropy
+
+    def recording(logits, target, *a):
+        value = loss(logits, target, *a)
+        batches.append((value.item(), len(target), (logits.argmax(1) == target.argmax(1)).sum().item()))
+        return value
+
+    monkeypatch.setattr(trainer_module, "soft_cross_entropy", recording)
+    tr = trainer_module.Trainer(small(fer_subset, "train.epochs=1"), tmp_path / "run")
+    tr.start_stage(0)
+    stats = tr.train_epoch(max_batches=3)
+    n = sum(b[1] for b in batches)
+    assert len(batches) == 3 and stats["images"] == n == 96
+    assert stats["train_loss"] == pytest.approx(sum(b[0] * b[1] for b in batches) / n, rel=1e-5)
+    assert stats["train_accuracy"] == pytest.approx(sum(b[2] for b in batches) / n)
+    assert 0 < stats["train_accuracy"] < 1
+
+
 def test_label_smoothing_reaches_the_loss(fer_subset, tmp_path, monkeypatch):
     from ferkit.train import trainer as trainer_module
 
