@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from ferkit.config import load_config
 from ferkit.models.checkpoint import load_checkpoint, read_meta
 from ferkit.train.callbacks import Callback
-from ferkit.train.trainer import train
+from ferkit.train.trainer import Trainer, resume, train
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -58,8 +58,6 @@ def test_short_real_run_beats_chance(fer_zip, tmp_path):
 
 
 def test_resume_after_sigkill_continues_exactly(fer_subset, tmp_path):
-    from ferkit.train.trainer import resume
-
     overrides = ["data.val_split=test", "data.limit_per_class=60", "model.name=fernet", "model.kwargs={width: 8}",
                  "train.precision=fp32", "train.batch_size=32", "train.epochs=3", "augment.preset=s4",
                  "schedule.name=onecycle", "train.channels_last=false"]
@@ -101,8 +99,6 @@ def test_ddp_two_cpu_processes(fer_subset, tmp_path):
     meta = read_meta(run / "best.safetensors")
     assert meta["dataset"]["train"] == 280 and r.stdout.count("epoch   1") == 1
     # Each rank scores half of the validation faces; their sums make the score one process gets on all of them.
-    from ferkit.train.trainer import Trainer
-
     single = Trainer(load_config(run / "config.yaml"), tmp_path / "single")
     single.model.load_state_dict(load_file(run / "best.safetensors"))
     whole = single.validate()
@@ -113,8 +109,6 @@ def test_ddp_two_cpu_processes(fer_subset, tmp_path):
 @pytest.mark.parametrize("sampler", ["random", "weighted"])
 def test_ddp_ranks_train_on_disjoint_shards(fer_subset, tmp_path, sampler):
     from dataclasses import replace
-
-    from ferkit.train.trainer import Trainer
 
     trainer = Trainer(small(fer_subset, f"train.sampler={sampler}"), tmp_path / "run")
     n = len(trainer.x_train)
@@ -201,6 +195,13 @@ def test_made_validation_split_is_recorded(fer_subset, tmp_path):
     (["--model.name", "!!python/object:os.system x"], "could not determine a constructor"),
     (["--train.compile", "maybe"], "train.compile is 'maybe'; use true, false or auto"),
     (["--data.classes", "[happy]"], "the class settings leave 1 class (happy); a classifier needs at least two"),
+    (["--model.init", "default"], "model.init default answers angry, disgust, fear, happy, sad, surprise, neutral, "
+                                  "contempt; this run's data has angry, disgust, fear, happy, sad, surprise, neutral"),
+    (["--model.init", "fer2013", "--model.kwargs", "{width: 48}"], "model.init fer2013 does not fit this run's fernet"),
+    (["--model.init", "fer2013", "--model.name", "mini_xception", "--model.kwargs", "{}"],
+     "model.init fer2013 is a fernet; this run trains a mini_xception"),
+    (["--model.init", "fer2013", "--model.name", "resnet18", "--model.kwargs", "{}", "--model.pretrained", "true"],
+     "model.init and model.pretrained / pretrained_file both give starting weights"),
 ])
 def test_bad_config_one_line_exit_2(decoded_fer_zip, tmp_path, capsys, args, message):
     code, _, err = run_main(capsys, "train", ROOT / "configs" / "fer2013.yaml", f"--data={decoded_fer_zip}", "--out",
@@ -210,6 +211,17 @@ def test_bad_config_one_line_exit_2(decoded_fer_zip, tmp_path, capsys, args, mes
     assert not (tmp_path / "run" / "best.safetensors").exists()
 
 
+def test_model_init_starts_from_a_trained_model(fer_subset, tmp_path):
+    # Fine-tuning the shipped fer2013 model: the run starts from its weights, so before any training step it already
+    # answers PublicTest faces as that model does (a fresh fernet answers at chance, about 1 in 7).
+    cfg = small(fer_subset, "model.kwargs={width: 64}", "augment.crop=40", "model.init=fer2013")
+    trainer = Trainer(cfg, tmp_path / "run")
+    shipped, _ = load_checkpoint("fer2013")
+    theirs = shipped.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in trainer.model.state_dict().items())
+    assert trainer.validate()["val_accuracy"] > 0.55
+
+
 def test_a_data_path_with_a_hash_is_taken_whole(tmp_path, capsys):
     # (Missing, list and binary recipes and nothing to resume are cases of tests/test_bad_input.py.)
     code, _, err = run_main(capsys, "train", ROOT / "configs" / "fer2013.yaml", "--data", tmp_path / "a #1" / "x.zip")
@@ -217,8 +229,6 @@ def test_a_data_path_with_a_hash_is_taken_whole(tmp_path, capsys):
 
 
 def test_resume_of_a_finished_run_keeps_its_best(fer_subset, tmp_path):
-    from ferkit.train.trainer import resume
-
     first = train(small(fer_subset, "train.epochs=2", "train.max_batches=3"), tmp_path / "run")
     again = resume(tmp_path / "run")  # nothing left to train; the callbacks' state comes back without a printer
     assert again["epochs"] == 2 and again["best_epoch"] == first["best_epoch"]
@@ -329,7 +339,6 @@ def test_label_smoothing_reaches_the_loss(fer_subset, tmp_path, monkeypatch):
 
 def test_a_diverging_loss_stops_training_with_where_it_happened(fer_subset, tmp_path):
     from ferkit.errors import FerkitError
-    from ferkit.train.trainer import Trainer
 
     tr = Trainer(small(fer_subset, "train.epochs=1"), tmp_path / "run")
     calls = []
@@ -341,8 +350,6 @@ def test_a_diverging_loss_stops_training_with_where_it_happened(fer_subset, tmp_
 
 
 def test_weighted_sampler_draws_classes_equally(fer_subset, tmp_path):
-    from ferkit.train.trainer import Trainer
-
     share, counts = {}, None
     for sampler in ("random", "weighted"):
         tr = Trainer(small(fer_subset, f"train.sampler={sampler}", "train.epochs=1", per_class=UNEQUAL),
@@ -360,8 +367,6 @@ def test_weighted_sampler_draws_classes_equally(fer_subset, tmp_path):
 
 @pytest.mark.parametrize("restore", [True, False])
 def test_early_stopping_stops_at_patience_and_restores_the_best(fer_subset, tmp_path, restore):
-    from ferkit.train.trainer import Trainer
-
     # Adam at a high rate on 280 faces: the validation loss soon stops improving.
     tr = Trainer(small(fer_subset, "train.epochs=40", "train.early_stopping=2", "train.monitor=val_loss",
                        "optim.lr=0.01", f"train.restore_best={str(restore).lower()}"), tmp_path / "run")
@@ -382,7 +387,6 @@ def test_resume_at_a_stage_boundary_starts_the_next_stage_afresh(fer_subset, tmp
     """A run killed in the first epoch of its second stage resumes from the state saved at the end of the first:
     the second stage's early stopping starts afresh, as in the run that was never stopped."""
     from ferkit.train.callbacks import Callback
-    from ferkit.train.trainer import Trainer, resume
 
     class KilledInStageTwo(Callback):
         def on_stage_start(self, trainer, stage):
@@ -422,8 +426,6 @@ class KillAt(Callback):
     ("[{epochs: 1}, {epochs: 3}]", KillAt(epoch=3), 2),  # one epoch into a longer second stage: two more to go
 ])
 def test_resume_trains_every_epoch_of_every_stage(fer_subset, tmp_path, stages, kill, saved):
-    from ferkit.train.trainer import Trainer, resume
-
     Trainer(small(fer_subset, f"train.stages={stages}", "train.max_batches=2"), tmp_path / "straight").fit()
     with pytest.raises(KeyboardInterrupt):
         Trainer(small(fer_subset, f"train.stages={stages}", "train.max_batches=2"), tmp_path / "killed",
@@ -477,8 +479,6 @@ def test_bf16_training_runs_in_bf16_and_learns_like_fp32(fer_subset, tmp_path):
 
 
 def test_train_epoch_can_stop_after_some_batches(fer_subset, tmp_path):
-    from ferkit.train.trainer import Trainer
-
     tr = Trainer(small(fer_subset, "train.epochs=1"), tmp_path)
     tr.start_stage(0)
     assert tr.train_epoch(max_batches=2)["images"] == 2 * 32
@@ -486,8 +486,6 @@ def test_train_epoch_can_stop_after_some_batches(fer_subset, tmp_path):
 
 
 def test_train_epoch_shows_its_bar_and_counts_the_time_preparing_batches(fer_subset, tmp_path, capsys):
-    from ferkit.train.trainer import Trainer
-
     tr = Trainer(small(fer_subset, "train.epochs=1"), tmp_path, progress=True)
     tr.start_stage(0)
     augment = tr.augment
@@ -505,8 +503,6 @@ def test_train_epoch_shows_its_bar_and_counts_the_time_preparing_batches(fer_sub
 
 
 def test_compiled_training_matches_eager(fer_subset, tmp_path):
-    from ferkit.train.trainer import Trainer
-
     losses = {}
     for compiled in (False, True):
         # No dropout: compiled code draws its masks from another random stream than eager PyTorch.

@@ -48,6 +48,7 @@ class ModelConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
     pretrained: bool = False  # ImageNet weights from the hub or its local cache
     pretrained_file: str | None = None  # or from a local .safetensors / state-dict file
+    init: str | None = None  # start from a ferkit model of the same architecture and emotions (name, run or file)
     trainable: str = "all"  # all | head | last_layers:N | last_blocks:N | modules:a,b
 
 

@@ -14,7 +14,7 @@ import yaml
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from ferkit.config import RunConfig, StageConfig, load_config, to_dict
+from ferkit.config import ModelConfig, RunConfig, StageConfig, load_config, to_dict
 from ferkit.errors import FerkitError, UnknownNameError
 from ferkit.fileio import atomic_write, check_out_dir
 from ferkit.train import distributed as dist
@@ -84,6 +84,8 @@ class Trainer:
 
         get_spec(cfg.model.name)
         optimizer(cfg.optim.name)
+        if cfg.model.init:
+            self._check_init(cfg.model)
         self.per_batch = schedule(cfg.schedule.name).per_batch  # steps after every batch, else once per epoch
 
         torch.manual_seed(cfg.train.seed)
@@ -155,10 +157,40 @@ class Trainer:
                 f"model {m.name} takes {model.input_size}px faces but the data gives {self.input_size}px "
                 f"(data.size {self.cfg.data.size}, augment.crop {self.aug_cfg.crop}); change one of them"
             )
+        if m.init:
+            self._start_from(model, m.init)
         model = model.to(self.device)
         if self.cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
         return model, kwargs
+
+    @staticmethod
+    def _check_init(m: ModelConfig) -> None:
+        """What ``model.init`` names can be told from its header, before the data is read."""
+        from ferkit.models.checkpoint import read_meta
+
+        if m.pretrained or m.pretrained_file:
+            raise FerkitError("model.init and model.pretrained / pretrained_file both give starting weights; "
+                              "choose one")
+        architecture = read_meta(m.init)["architecture"]
+        if architecture != m.name:
+            raise FerkitError(f"model.init {m.init} is a {architecture}; this run trains a {m.name}")
+
+    def _start_from(self, model: torch.nn.Module, spec: str) -> None:
+        """Load a trained ferkit model's weights (``model.init``) into this run's model: fine-tuning."""
+        from ferkit.models.checkpoint import load_checkpoint
+
+        m = self.cfg.model
+        source, meta = load_checkpoint(spec)
+        if list(meta["labels"]) != list(self.classes):
+            raise FerkitError(f"model.init {spec} answers {', '.join(meta['labels'])}; this run's data has "
+                              f"{', '.join(self.classes)}: start from a model of the same emotions")
+        theirs, ours = source.state_dict(), model.state_dict()
+        wrong = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
+        if wrong:
+            raise FerkitError(f"model.init {spec} does not fit this run's {m.name} ({wrong[0]} differs): give "
+                              f"model.kwargs as it was trained with ({meta.get('kwargs', {})})")
+        model.load_state_dict(theirs)
 
     def _load_teachers(self) -> list[tuple[torch.nn.Module, torch.Tensor]]:
         """Each teacher model and the column of its output that holds each of this run's classes."""
