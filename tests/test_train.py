@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import run_cli, run_main
 from safetensors.torch import load_file
 
-from ferkit.config import load_config
+from ferkit.config import load_config, to_dict
+from ferkit.errors import FerkitError
 from ferkit.models.checkpoint import load_checkpoint, read_meta
 from ferkit.train.callbacks import Callback
 from ferkit.train.trainer import Trainer, resume, train
@@ -338,8 +340,6 @@ def test_label_smoothing_reaches_the_loss(fer_subset, tmp_path, monkeypatch):
 
 
 def test_a_diverging_loss_stops_training_with_where_it_happened(fer_subset, tmp_path):
-    from ferkit.errors import FerkitError
-
     tr = Trainer(small(fer_subset, "train.epochs=1"), tmp_path / "run")
     calls = []
     # The second batch's logits are NaN, as after an overflow.
@@ -419,6 +419,46 @@ class KillAt(Callback):
     def on_epoch_end(self, trainer, metrics):
         if metrics["epoch"] == self.epoch:
             raise KeyboardInterrupt
+
+
+def test_a_run_in_a_new_nested_folder_keeps_its_recipe_and_epoch_times(fer_subset, tmp_path):
+    cfg = small(fer_subset, "train.epochs=3", "train.max_batches=3")
+    run = tmp_path / "new" / "nested" / "run"
+    t0 = time.perf_counter()
+    summary = Trainer(cfg, run).fit()
+    wall = time.perf_counter() - t0
+    # config.yaml is the recipe in its own order: sections and keys as a recipe file lists them.
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert list(saved) == list(to_dict(cfg)) and list(saved["train"]) == list(to_dict(cfg)["train"])
+    times = [float(r["epoch_time_s"]) for r in rows(run)]
+    assert len(times) == 3 and all(0 < t < wall for t in times)
+    assert summary["train_time_s"] == pytest.approx(sum(times), abs=0.1)
+
+
+def test_train_and_resume_show_bars_when_asked_call_the_callbacks_and_refuse_the_wrong_folder(fer_subset, tmp_path,
+                                                                                            capsys):
+    cfg = small(fer_subset, "train.epochs=2", "train.max_batches=2")
+
+    class Epochs(Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_epoch_end(self, trainer, metrics):
+            self.seen.append(metrics["epoch"])
+
+    for bars_in_train in (True, False):
+        run = tmp_path / f"run-{bars_in_train}"
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, run, **({"progress": True} if bars_in_train else {}), callbacks=[KillAt(epoch=2)])
+        assert ("epoch 1/2" in capsys.readouterr().err) is bars_in_train
+        later = Epochs()
+        resume(run, **({} if bars_in_train else {"progress": True}), callbacks=[later])
+        assert ("epoch 2/2" in capsys.readouterr().err) is not bars_in_train
+        assert later.seen == [2]
+    with pytest.raises(FerkitError, match="already holds a run; continue it with --resume"):
+        train(cfg, run)
+    with pytest.raises(FerkitError, match="nothing to resume .no resume.safetensors.; start it with ferkit train"):
+        resume(tmp_path)
 
 
 @pytest.mark.parametrize("stages, kill, saved", [

@@ -472,22 +472,18 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.stage, self.stage_epoch = state["epoch"], state["stage"], state["stage_epoch"]
         self.stop_stage, self.elapsed = state["stop_stage"], state["elapsed"]
-        if self.stage_epoch >= self.stages[min(self.stage, len(self.stages) - 1)].epochs or self.stop_stage:
-            self.stage, self.stage_epoch = self.stage + 1, 0  # the saved epoch ended its stage
         self.model.load_state_dict(state["model"])
         for c in self.callbacks:  # by class, so a resume may bring other callbacks (a printer, say)
             if type(c).__name__ in state["callbacks"]:
                 c.load_state_dict(state["callbacks"][type(c).__name__])
-        if self.stage < len(self.stages):
+        if self.stage_epoch >= self.stages[self.stage].epochs or self.stop_stage:
+            # The saved epoch ended its stage: fit starts the next one afresh, after the callbacks' saved state.
+            self.stage, self.stage_epoch = self.stage + 1, 0
+        else:  # mid-stage: continue its optimizer and schedule
             self.start_stage(self.stage)
-            if state["stage"] == self.stage:  # mid-stage: continue its optimizer and schedule
-                self.optimizer.load_state_dict(state["optimizer"])
-                if self.scheduler is not None and state["scheduler"] is not None:
-                    self.scheduler.load_state_dict(state["scheduler"])
-            else:  # the saved epoch ended a stage: the next one starts afresh, after the callbacks' saved state
-                self.stop_stage = False
-                for c in self.callbacks:
-                    c.on_stage_start(self, self.stage)
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
