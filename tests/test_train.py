@@ -446,6 +446,9 @@ def test_train_and_resume_show_bars_when_asked_call_the_callbacks_and_refuse_the
         def on_epoch_end(self, trainer, metrics):
             self.seen.append(metrics["epoch"])
 
+        def on_train_end(self, trainer):
+            self.seen.append(f"end after {trainer.epoch}")
+
     for bars_in_train in (True, False):
         run = tmp_path / f"run-{bars_in_train}"
         with pytest.raises(KeyboardInterrupt):
@@ -454,7 +457,7 @@ def test_train_and_resume_show_bars_when_asked_call_the_callbacks_and_refuse_the
         later = Epochs()
         resume(run, **({} if bars_in_train else {"progress": True}), callbacks=[later])
         assert ("epoch 2/2" in capsys.readouterr().err) is not bars_in_train
-        assert later.seen == [2]
+        assert later.seen == [2, "end after 2"]
     with pytest.raises(FerkitError, match="already holds a run; continue it with --resume"):
         train(cfg, run)
     with pytest.raises(FerkitError, match="nothing to resume .no resume.safetensors.; start it with ferkit train"):
