@@ -421,7 +421,7 @@ class KillAt(Callback):
             raise KeyboardInterrupt
 
 
-def test_a_run_in_a_new_nested_folder_keeps_its_recipe_and_epoch_times(fer_subset, tmp_path):
+def test_a_run_in_a_new_nested_folder_keeps_its_recipe_summary_and_epoch_times(fer_subset, tmp_path):
     cfg = small(fer_subset, "train.epochs=3", "train.max_batches=3")
     run = tmp_path / "new" / "nested" / "run"
     t0 = time.perf_counter()
@@ -433,6 +433,9 @@ def test_a_run_in_a_new_nested_folder_keeps_its_recipe_and_epoch_times(fer_subse
     times = [float(r["epoch_time_s"]) for r in rows(run)]
     assert len(times) == 3 and all(0 < t < wall for t in times)
     assert summary["train_time_s"] == pytest.approx(sum(times), abs=0.1)
+    # summary.yaml is the summary fit returns, in the same order.
+    written = yaml.safe_load((run / "summary.yaml").read_text())
+    assert written == summary and list(written) == list(summary)
 
 
 def test_train_and_resume_show_bars_when_asked_call_the_callbacks_and_refuse_the_wrong_folder(fer_subset, tmp_path,
