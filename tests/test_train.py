@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import signal
 import subprocess
@@ -90,8 +91,8 @@ def test_resume_after_sigkill_continues_exactly(fer_subset, tmp_path):
 def test_ddp_two_cpu_processes(fer_subset, tmp_path):
     run = tmp_path / "ddp"
     r = subprocess.run(
-        [BIN / "torchrun", "--standalone", "--nproc_per_node=2", "-m", "ferkit.cli", "train",
-         ROOT / "configs" / "fer2013.yaml", "--out", run, f"--data={fer_subset}", "--data.limit_per_class=40",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ferkit.cli",
+         "train", ROOT / "configs" / "fer2013.yaml", "--out", run, f"--data={fer_subset}", "--data.limit_per_class=40",
          "--model.kwargs={width: 8}", "--train.epochs=1", "--train.compile=false", "--train.batch_size=32",
          "--train.precision=fp32"],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
@@ -548,14 +549,17 @@ def test_train_epoch_shows_its_bar_and_counts_the_time_preparing_batches(fer_sub
     assert capsys.readouterr().err == ""
 
 
-def test_compiled_training_matches_eager(fer_subset, tmp_path):
+def test_compiled_training_matches_eager(fer_subset, tmp_path, caplog):
     losses = {}
     for compiled in (False, True):
         # No dropout: compiled code draws its masks from another random stream than eager PyTorch.
         tr = Trainer(small(fer_subset, f"train.compile={str(compiled).lower()}", "train.epochs=1",
                            "train.max_batches=3", "model.kwargs={width: 8, dropout: 0}"), tmp_path / str(compiled))
-        losses[compiled] = tr.fit()["best"]
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="ferkit.train.trainer"):
+            losses[compiled] = tr.fit()["best"]
         assert isinstance(tr.forward_model, torch._dynamo.eval_frame.OptimizedModule) == compiled
+        assert ("compiling the model with torch.compile (the first batches are slow)" in caplog.text) == compiled
     assert losses[True]["train_loss"] == pytest.approx(losses[False]["train_loss"], rel=1e-4)
     assert losses[True]["val_loss"] == pytest.approx(losses[False]["val_loss"], rel=1e-4)
 
