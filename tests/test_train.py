@@ -148,10 +148,40 @@ def test_stages_freeze_then_fine_tune(fer_subset, tmp_path):
     body = [k for k in start if not k.startswith("head.") and not k.endswith("num_batches_tracked")]
     head = [k for k in start if k.startswith("head.")]
     assert body and head and [r["stage"] for r in rows(tmp_path / "run")] == ["1", "2"]
+    # Each stage learns at its own rate: the recipe's optim.lr (1e-3) unless the stage gives one.
+    assert [float(r["lr"]) for r in rows(tmp_path / "run")] == [1e-3, 1e-4]
     # Stage 1 trains the head alone: every body tensor (weights and batch-norm statistics) stays as it was.
     assert all(torch.equal(start[k], after_stage_1[k]) for k in body)
     assert any(not torch.equal(start[k], after_stage_1[k]) for k in head)
     assert any(not torch.equal(after_stage_1[k], final[k]) for k in body)  # stage 2 moves the body
+
+
+def test_the_body_learns_at_backbone_lr_mult_times_the_heads_rate(fer_subset, tmp_path):
+    tr = Trainer(small(fer_subset, "optim.lr=0.01", "optim.backbone_lr_mult=0.1"), tmp_path / "run")
+    tr.start_stage(0)
+    rates = {g["name"]: g["lr"] for g in tr.optimizer.param_groups}
+    assert rates == pytest.approx({"head": 0.01, "head_no_decay": 0.01, "body": 0.001, "body_no_decay": 0.001})
+
+
+def test_a_stage_that_leaves_nothing_to_train_is_named(fer_subset, tmp_path, monkeypatch):
+    # A model of one's own whose classifier is all convolution: its head (pooling) has no parameters.
+    from torch import nn
+
+    from ferkit.models import registry
+    from ferkit.models.layers import FER_MEAN, FER_STD, BlockNet, Normalize
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    @registry.register_model("all_conv", family="test", input_size=48, description="conv classifier, pooled")
+    def all_conv(num_classes: int = 7, input_size: int = 48) -> nn.Module:
+        return BlockNet(Normalize(FER_MEAN, FER_STD), {"conv": nn.Conv2d(1, num_classes, 3)},
+                        nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
+
+    tr = Trainer(small(fer_subset, "model.name=all_conv", "model.kwargs={}",
+                       "train.stages=[{epochs: 1}, {epochs: 1, trainable: head}]"), tmp_path / "run")
+    tr.start_stage(0)
+    with pytest.raises(FerkitError, match=r"^stage 2: trainable='head' leaves nothing to train$"):
+        tr.start_stage(1)
 
 
 @pytest.mark.parametrize("soft", [True, False])
@@ -515,11 +545,15 @@ def test_a_registered_schedule_is_used_by_name(fer_subset, tmp_path):
 
 
 def test_bf16_training_runs_in_bf16_and_learns_like_fp32(fer_subset, tmp_path):
-    losses = {}
+    losses, dtypes = {}, {}
     for precision in ("fp32", "bf16"):
-        summary = train(small(fer_subset, f"train.precision={precision}", "train.epochs=2", "train.max_batches=4"),
-                        tmp_path / precision)
-        losses[precision] = summary["best"]["train_loss"]
+        tr = Trainer(small(fer_subset, f"train.precision={precision}", "train.epochs=2", "train.max_batches=4"),
+                     tmp_path / precision)
+        seen = dtypes[precision] = set()
+        tr.model.head.register_forward_hook(lambda module, args, out, seen=seen: seen.add(out.dtype))
+        losses[precision] = tr.fit()["best"]["train_loss"]
+    # The classifier computes in the precision asked for, in training and validation.
+    assert dtypes == {"fp32": {torch.float32}, "bf16": {torch.bfloat16}}
     # The same batches and initial weights: autocast changes the arithmetic, not the learning.
     assert losses["bf16"] != losses["fp32"]
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
