@@ -228,6 +228,8 @@ def test_made_validation_split_is_recorded(fer_subset, tmp_path):
     (["--model.name", "!!python/object:os.system x"], "could not determine a constructor"),
     (["--train.compile", "maybe"], "train.compile is 'maybe'; use true, false or auto"),
     (["--data.classes", "[happy]"], "the class settings leave 1 class (happy); a classifier needs at least two"),
+    (["--model.kwargs", "{width: 8, input_size: 44}"], "model fernet takes 44px faces but the data gives 40px "
+                                                        "(data.size 48, augment.crop 40); change one of them"),
     (["--model.init", "default"], "model.init default answers angry, disgust, fear, happy, sad, surprise, neutral, "
                                   "contempt; this run's data has angry, disgust, fear, happy, sad, surprise, neutral"),
     (["--model.init", "fer2013", "--model.kwargs", "{width: 48}"], "model.init fer2013 does not fit this run's fernet"),
