@@ -174,20 +174,7 @@ def test_pretrained_file_mistakes(resnet18_weights, tmp_path):
         create_model("resnet18", pretrained_file=tmp_path / "deeper.safetensors")
 
 
-def test_pretrained_offline_without_cache(monkeypatch, tmp_path):
-    import huggingface_hub.constants
-
-    # Offline, an empty cache, and no socket can connect: the test cannot reach the network or hang on it.
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+def test_pretrained_offline_without_cache(offline_hub):
     with pytest.raises(FerkitError, match="not in the local cache.*--pretrained-file"):
         create_model("resnet18", pretrained=True)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import run_cli, run_main
+from conftest import run_main
 from safetensors.torch import load_file
 
 from ferkit.config import load_config, to_dict
@@ -232,11 +232,13 @@ def test_made_validation_split_is_recorded(fer_subset, tmp_path):
                                                         "(data.size 48, augment.crop 40); change one of them"),
     (["--model.init", "default"], "model.init default answers angry, disgust, fear, happy, sad, surprise, neutral, "
                                   "contempt; this run's data has angry, disgust, fear, happy, sad, surprise, neutral"),
-    (["--model.init", "fer2013", "--model.kwargs", "{width: 48}"], "model.init fer2013 does not fit this run's fernet"),
+    (["--model.init", "fer2013", "--model.kwargs", "{width: 48}"],
+     "model.init fer2013 does not fit this run's fernet (stage1.0.weight differs): give model.kwargs as it was "
+     "trained with ({'width': 64, 'input_size': 40})"),
     (["--model.init", "fer2013", "--model.name", "mini_xception", "--model.kwargs", "{}"],
      "model.init fer2013 is a fernet; this run trains a mini_xception"),
     (["--model.init", "fer2013", "--model.name", "resnet18", "--model.kwargs", "{}", "--model.pretrained", "true"],
-     "model.init and model.pretrained / pretrained_file both give starting weights"),
+     "error: model.init and model.pretrained / pretrained_file both give starting weights; choose one\n"),
 ])
 def test_bad_config_one_line_exit_2(decoded_fer_zip, tmp_path, capsys, args, message):
     code, _, err = run_main(capsys, "train", ROOT / "configs" / "fer2013.yaml", f"--data={decoded_fer_zip}", "--out",
@@ -595,23 +597,31 @@ def test_compiled_training_matches_eager(fer_subset, tmp_path, caplog):
         with caplog.at_level(logging.INFO, logger="ferkit.train.trainer"):
             losses[compiled] = tr.fit()["best"]
         assert isinstance(tr.forward_model, torch._dynamo.eval_frame.OptimizedModule) == compiled
-        assert ("compiling the model with torch.compile (the first batches are slow)" in caplog.text) == compiled
+        said = [r.getMessage() for r in caplog.records]
+        assert ("compiling the model with torch.compile (the first batches are slow)" in said) == compiled
     assert losses[True]["train_loss"] == pytest.approx(losses[False]["train_loss"], rel=1e-4)
     assert losses[True]["val_loss"] == pytest.approx(losses[False]["val_loss"], rel=1e-4)
 
 
-def test_seed_recipe_at_its_own_size_from_a_local_weights_file(fer_subset, tmp_path):
+def test_a_recipe_asking_for_imagenet_weights_is_given_them_or_told_where_they_are_missing(fer_subset, tmp_path,
+                                                                                           capsys, offline_hub):
+    code, _, err = run_main(capsys, "train", ROOT / "configs" / "seeds" / "s1_resnet18.yaml", f"--data={fer_subset}",
+                            "--out", tmp_path / "run", "--data.limit_per_class=8")
+    assert code == 2 and "not in the local cache" in err and "--pretrained-file" in err, err
+
+
+def test_seed_recipe_at_its_own_size_from_a_local_weights_file(fer_subset, tmp_path, capsys):
     import timm
     from safetensors.torch import save_file
 
     torch.manual_seed(1)
     imagenet = timm.create_model("resnet18", num_classes=1000).state_dict()
     save_file({k: v.contiguous() for k, v in imagenet.items()}, tmp_path / "r18.safetensors")
-    r = run_cli("train", ROOT / "configs" / "seeds" / "s1_resnet18.yaml", f"--data={fer_subset}", "--out",
-                tmp_path / "run", "--data.limit_per_class=8", "--train.batch_size=8", "--train.max_batches=1",
-                f"--model.pretrained_file={tmp_path / 'r18.safetensors'}",
-                "--train.stages=[{epochs: 1, trainable: head}]")
-    assert r.returncode == 0, r.stderr
+    code, _, err = run_main(capsys, "train", ROOT / "configs" / "seeds" / "s1_resnet18.yaml", f"--data={fer_subset}",
+                            "--out", tmp_path / "run", "--data.limit_per_class=8", "--train.batch_size=8",
+                            "--train.max_batches=1", f"--model.pretrained_file={tmp_path / 'r18.safetensors'}",
+                            "--train.stages=[{epochs: 1, trainable: head}]")
+    assert code == 0, err
     meta = read_meta(tmp_path / "run")
     assert meta["architecture"] == "resnet18" and meta["input"]["size"] == 48  # a gray 48px face ...
     weights = load_file(tmp_path / "run" / "last.safetensors")

@@ -476,14 +476,12 @@ class Trainer:
         for c in self.callbacks:  # by class, so a resume may bring other callbacks (a printer, say)
             if type(c).__name__ in state["callbacks"]:
                 c.load_state_dict(state["callbacks"][type(c).__name__])
-        if self.stage_epoch >= self.stages[self.stage].epochs or self.stop_stage:
-            # The saved epoch ended its stage: fit starts the next one afresh, after the callbacks' saved state.
-            self.stage, self.stage_epoch = self.stage + 1, 0
-        else:  # mid-stage: continue its optimizer and schedule
-            self.start_stage(self.stage)
-            self.optimizer.load_state_dict(state["optimizer"])
-            if self.scheduler is not None:
-                self.scheduler.load_state_dict(state["scheduler"])
+        # The saved stage's optimizer and schedule; when the saved epoch ended the stage, fit goes on to the next
+        # one, which starts afresh after the callbacks' saved state.
+        self.start_stage(self.stage)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
