@@ -163,6 +163,13 @@ def test_the_body_learns_at_backbone_lr_mult_times_the_heads_rate(fer_subset, tm
     assert rates == pytest.approx({"head": 0.01, "head_no_decay": 0.01, "body": 0.001, "body_no_decay": 0.001})
 
 
+def test_model_trainable_freezes_the_body_of_a_run_without_stages(fer_subset, tmp_path):
+    tr = Trainer(small(fer_subset, "model.trainable=head"), tmp_path / "run")
+    tr.start_stage(0)
+    assert {g["name"] for g in tr.optimizer.param_groups} == {"head", "head_no_decay"}
+    assert not any(p.requires_grad for n, p in tr.model.named_parameters() if not n.startswith("head."))
+
+
 def test_a_stage_that_leaves_nothing_to_train_is_named(fer_subset, tmp_path, monkeypatch):
     # A model of one's own whose classifier is all convolution: its head (pooling) has no parameters.
     from torch import nn
