@@ -55,7 +55,10 @@ def test_short_real_run_beats_chance(fer_zip, tmp_path):
     assert summary["best"]["val_accuracy"] > 0.33
     model, meta = load_checkpoint(run)
     assert meta["labels"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
-    assert meta["input"]["face_size"] == 48 and meta["metrics"]["val_accuracy"] == summary["best"]["val_accuracy"]
+    assert meta["metrics"]["val_accuracy"] == summary["best"]["val_accuracy"]
+    # What a loader needs to prepare a face: 40x40 centre crops of 48px gray faces in [0, 1], FER-2013's statistics.
+    assert meta["input"] == {"face_size": 48, "crop": 40, "size": 40, "channels": 1, "range": [0, 1]}
+    assert meta["normalization"] == {"mean": [0.5136], "std": [0.3067]}
     x = torch.rand(3, 1, meta["input"]["size"], meta["input"]["size"])
     assert model(x).shape == (3, 7)
 
@@ -210,6 +213,20 @@ def test_ferplus_soft_labels(ferplus_zip, tmp_path, monkeypatch, soft):
     one_hot = (t.max(1).values == 1).float().mean()
     # FER+ votes: most faces split their 10 votes; majority labels are one-hot.
     assert one_hot < 0.6 if soft else one_hot == 1
+
+
+def test_validation_accuracy_and_macro_f1_are_sklearns():
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    from ferkit.train.trainer import confusion_metrics
+
+    # Four classes, the last never true and never answered: its F1 counts as 0, as sklearn's zero_division=0 has it.
+    y_true = [0, 0, 0, 1, 1, 2, 2, 2, 2, 1]
+    y_pred = [0, 1, 0, 1, 2, 2, 2, 0, 1, 1]
+    labels = [0, 1, 2, 3]
+    got = confusion_metrics(confusion_matrix(y_true, y_pred, labels=labels))
+    assert got["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
+    assert got["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
 
 
 def test_made_validation_split_is_recorded(fer_subset, tmp_path):
