@@ -61,6 +61,7 @@ def test_short_real_run_beats_chance(fer_zip, tmp_path):
     assert meta["normalization"] == {"mean": [0.5136], "std": [0.3067]}
     x = torch.rand(3, 1, meta["input"]["size"], meta["input"]["size"])
     assert model(x).shape == (3, 7)
+    assert meta["parameters"] == sum(p.numel() for p in model.parameters()) == summary["parameters"]
 
 
 def test_resume_after_sigkill_continues_exactly(fer_subset, tmp_path):
