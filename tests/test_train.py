@@ -99,7 +99,8 @@ def test_ddp_two_cpu_processes(fer_subset, tmp_path):
          "train", ROOT / "configs" / "fer2013.yaml", "--out", run, f"--data={fer_subset}", "--data.limit_per_class=40",
          "--model.kwargs={width: 8}", "--train.epochs=1", "--train.compile=false", "--train.batch_size=32",
          "--train.precision=fp32"],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)},
     )
     assert r.returncode == 0, r.stderr[-2000:]
     (row,) = rows(run)
