@@ -400,6 +400,27 @@ def test_label_smoothing_reaches_the_loss(fer_subset, tmp_path, monkeypatch):
     assert smoothing == [0.1, 0.1]
 
 
+def test_tensorboard_gets_every_epochs_numbers(fer_subset, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    Trainer(small(fer_subset, "train.tensorboard=true", "train.epochs=2", "train.max_batches=2"), run).fit()
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    logged = rows(run)
+    numbers = [k for k in logged[0] if k != "epoch"]
+    assert sorted(events.Tags()["scalars"]) == sorted(numbers)
+    for key in numbers:
+        assert [(e.step, e.value) for e in events.Scalars(key)] == [
+            (int(r["epoch"]), pytest.approx(float(r[key]), rel=1e-6)) for r in logged]
+
+
+def test_tensorboard_without_its_package_says_how_to_install_it(fer_subset, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as where tensorboard is not installed
+    with pytest.raises(FerkitError, match=r"^train.tensorboard needs the tensorboard package: "
+                                          r"pip install 'ferkit\[tensorboard\]'$"):
+        Trainer(small(fer_subset, "train.tensorboard=true", "train.epochs=1"), tmp_path / "run")
+
+
 def test_a_diverging_loss_stops_training_with_where_it_happened(fer_subset, tmp_path):
     tr = Trainer(small(fer_subset, "train.epochs=1"), tmp_path / "run")
     calls = []
