@@ -325,8 +325,30 @@ def test_distillation_mixes_teacher_probabilities_into_the_target(ferplus_run, f
     assert torch.allclose(trainer._distill(x, y), expected, atol=2e-2)  # bf16 autocast where the CPU has it
     summary = trainer.fit()
     assert summary["epochs"] == 1
-    with pytest.raises(FerkitError, match="takes 48px views of 48px faces; this run trains on 40px"):
+    with pytest.raises(FerkitError, match="takes 48px views of 48px faces; this run trains on 40px views of 48px"):
         Trainer(load_config(None, [*base, "augment.crop=40", f"train.teacher=[{ferplus_run}]"]), tmp_path / "x")
+    with pytest.raises(FerkitError, match="takes 48px views of 48px faces; this run trains on 48px views of 56px"):
+        Trainer(load_config(None, [*base, "data.size=56", "augment.crop=48", f"train.teacher=[{ferplus_run}]"]),
+                tmp_path / "y")
+
+
+def test_a_teacher_of_another_class_order_gives_each_class_its_own_column(ferplus_zip, tmp_path):
+    from ferkit.models.checkpoint import load_checkpoint
+    from ferkit.train.trainer import Trainer, train
+
+    base = [f"data.path={ferplus_zip}", "data.soft_labels=true", "data.limit_per_class=10", "model.kwargs={width: 8}",
+            "train.epochs=1", "train.batch_size=16", "train.precision=fp32", "train.channels_last=false"]
+    train(load_config(None, [*base, "data.classes=[contempt, neutral, surprise, sad, happy, fear, disgust, angry]"]),
+          tmp_path / "teacher")
+    student = Trainer(load_config(None, [*base, f"train.teacher=[{tmp_path / 'teacher'}]", "train.distill=0.5"]),
+                      tmp_path / "student")
+    teacher, meta = load_checkpoint(tmp_path / "teacher")
+    assert meta["labels"] == list(reversed(student.classes))
+    x = torch.rand(4, 1, 48, 48)
+    y = torch.nn.functional.one_hot(torch.arange(4), 8).float()
+    with torch.no_grad():
+        expected = 0.5 * y + 0.5 * teacher(x).softmax(1).flip(1)
+    assert torch.allclose(student._distill(x, y), expected, atol=1e-6)
 
 
 # ---- tone curves and a second labelling of the same faces ------------------------------------------------------

@@ -256,6 +256,14 @@ def test_made_validation_split_is_recorded(fer_subset, tmp_path):
     (["--data.classes", "[happy]"], "the class settings leave 1 class (happy); a classifier needs at least two"),
     (["--model.kwargs", "{width: 8, input_size: 44}"], "model fernet takes 44px faces but the data gives 40px "
                                                         "(data.size 48, augment.crop 40); change one of them"),
+    (["--train.class_weights", "heavy"], "unknown train.class_weights 'heavy'; choose none or balanced"),
+    (["--train.sampler", "uniform"], "unknown train.sampler 'uniform'; choose random or weighted"),
+    (["--train.precision", "fp8"], "unknown precision 'fp8'; choose one of: auto, fp32, bf16, fp16"),
+    (["--train.precision", "fp16", "--train.device", "cpu"],
+     "precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU"),
+    (["--train.teacher", "[default]"], "teacher default predicts (angry, disgust, fear, happy, sad, surprise, neutral, "
+                                       "contempt) but this run predicts (angry, disgust, fear, happy, sad, surprise, "
+                                       "neutral)"),
     (["--model.init", "default"], "model.init default answers angry, disgust, fear, happy, sad, surprise, neutral, "
                                   "contempt; this run's data has angry, disgust, fear, happy, sad, surprise, neutral"),
     (["--model.init", "fer2013", "--model.kwargs", "{width: 48}"],
