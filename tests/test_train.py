@@ -526,6 +526,22 @@ def test_a_run_in_a_new_nested_folder_keeps_its_recipe_summary_and_epoch_times(f
     # summary.yaml is the summary fit returns, in the same order.
     written = yaml.safe_load((run / "summary.yaml").read_text())
     assert written == summary and list(written) == list(summary)
+    best = max(rows(run), key=lambda r: float(r["val_accuracy"]))  # the first best: a tie does not improve
+    model, meta = load_checkpoint(run)
+    assert summary == {
+        "run_dir": str(run), "model": "fernet", "parameters": sum(p.numel() for p in model.parameters()), "epochs": 3,
+        "best_epoch": int(best["epoch"]), "monitor": "val_accuracy",
+        "best": {k: pytest.approx(float(v)) for k, v in best.items() if k.startswith(("val_", "train_"))},
+        "train_time_s": summary["train_time_s"], "data": meta["dataset"],
+        "best_checkpoint": str(run / "best.safetensors"),
+    }
+    # What the run trained and was selected on: 40 faces of each class on both sides, the training copies of
+    # PublicTest faces left out.
+    excluded = summary["data"]["excluded"]
+    assert summary["data"] == {"location": str(fer_subset), "format": "fer2013-folders", "train": 280, "val": 280,
+                               "val_split": "test", "excluded": excluded, "leaks_excluded": excluded, "leaks_kept": 0,
+                               "extra_labels_matched": 0}
+    assert excluded > 0
 
 
 def test_train_and_resume_show_bars_when_asked_call_the_callbacks_and_refuse_the_wrong_folder(fer_subset, tmp_path,
