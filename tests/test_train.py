@@ -58,6 +58,7 @@ def test_short_real_run_beats_chance(fer_zip, tmp_path):
     assert meta["metrics"]["val_accuracy"] == summary["best"]["val_accuracy"]
     # What a loader needs to prepare a face: 40x40 centre crops of 48px gray faces in [0, 1], FER-2013's statistics.
     assert meta["input"] == {"face_size": 48, "crop": 40, "size": 40, "channels": 1, "range": [0, 1]}
+    assert meta["config"] == to_dict(cfg)  # the recipe, which `ferkit prior` reads the training data back with
     assert meta["normalization"] == {"mean": [0.5136], "std": [0.3067]}
     x = torch.rand(3, 1, meta["input"]["size"], meta["input"]["size"])
     assert model(x).shape == (3, 7)
