@@ -50,3 +50,24 @@ def test_set_epochs_takes_only_positive_whole_numbers(epochs):
     else:
         with pytest.raises(ConfigError, match="epochs must be a whole number"):
             set_epochs(cfg, epochs)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.distill=0", "train.distill is 0.0; it must be above 0 and at most 1"),
+    ("train.distill=1.5", "train.distill is 1.5; it must be above 0 and at most 1"),
+    ("optim.momentum=1", "optim.momentum is 1.0; it must be at least 0 and below 1"),
+    ("train.label_smoothing=-0.1", "train.label_smoothing is -0.1; it must be at least 0 and below 1"),
+    ("schedule.pct_start=1", "schedule.pct_start is 1.0; it must be above 0 and below 1"),
+])
+def test_values_out_of_range_are_named_with_their_range(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("override", ["train.distill=1", "train.distill=0.01", "optim.momentum=0",
+                                      "train.label_smoothing=0"])
+def test_values_at_the_closed_end_of_their_range_are_taken(override):
+    key, value = override.split("=")
+    section, name = key.split(".")
+    assert getattr(getattr(load_config(None, [override]), section), name) == float(value)

@@ -523,7 +523,7 @@ def test_a_run_in_a_new_nested_folder_keeps_its_recipe_summary_and_epoch_times(f
     assert list(saved) == list(to_dict(cfg)) and list(saved["train"]) == list(to_dict(cfg)["train"])
     times = [float(r["epoch_time_s"]) for r in rows(run)]
     assert len(times) == 3 and all(0 < t < wall for t in times)
-    assert summary["train_time_s"] == pytest.approx(sum(times), abs=0.1)
+    assert summary["train_time_s"] == round(sum(times), 1)
     # summary.yaml is the summary fit returns, in the same order.
     written = yaml.safe_load((run / "summary.yaml").read_text())
     assert written == summary and list(written) == list(summary)

@@ -200,8 +200,6 @@ class Trainer:
         t = self.cfg.train
         if not t.teacher:
             return []
-        if not 0 < t.distill <= 1:
-            raise FerkitError(f"train.distill is {t.distill}; give the teachers' weight in the target, in (0, 1]")
         teachers = []
         for spec in t.teacher:
             model, meta = load_checkpoint(resolve_checkpoint(spec), self.device)
