@@ -430,6 +430,24 @@ def test_tensorboard_without_its_package_says_how_to_install_it(fer_subset, tmp_
         Trainer(small(fer_subset, "train.tensorboard=true", "train.epochs=1"), tmp_path / "run")
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_auto_is_bf16_where_the_hardware_has_it_else_fp16_on_gpus_and_fp32_on_cpus(native, monkeypatch,
+                                                                                           caplog):
+    from ferkit.train import trainer as trainer_module
+
+    # The CPU kind is the machine's; both kinds are what an AVX-512 BF16 / AMX and an AVX2-only CPU report.
+    monkeypatch.setattr(trainer_module, "native_bf16", lambda device: native)
+    resolve = trainer_module.resolve_precision
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert resolve("auto", cpu) is (torch.bfloat16 if native else None)
+    assert resolve("auto", gpu) is (torch.bfloat16 if native else torch.float16)
+    assert resolve("fp32", cpu) is None and resolve("fp16", gpu) is torch.float16
+    with caplog.at_level(logging.WARNING, logger="ferkit.train.trainer"):
+        assert resolve("bf16", cpu) is torch.bfloat16
+    assert caplog.messages == ([] if native else [
+        "this cpu has no native bf16: it is emulated and far slower than fp32 (precision auto picks fp32 here)"])
+
+
 def test_a_diverging_loss_stops_training_with_where_it_happened(fer_subset, tmp_path):
     tr = Trainer(small(fer_subset, "train.epochs=1"), tmp_path / "run")
     calls = []
