@@ -442,6 +442,8 @@ def test_precision_auto_is_bf16_where_the_hardware_has_it_else_fp16_on_gpus_and_
     assert resolve("auto", cpu) is (torch.bfloat16 if native else None)
     assert resolve("auto", gpu) is (torch.bfloat16 if native else torch.float16)
     assert resolve("fp32", cpu) is None and resolve("fp16", gpu) is torch.float16
+    with pytest.raises(FerkitError, match=r"^precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU$"):
+        resolve("fp16", cpu)
     with caplog.at_level(logging.WARNING, logger="ferkit.train.trainer"):
         assert resolve("bf16", cpu) is torch.bfloat16
     assert caplog.messages == ([] if native else [
