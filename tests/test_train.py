@@ -532,12 +532,13 @@ class KillAt(Callback):
             raise KeyboardInterrupt
 
 
-def test_a_run_in_a_new_nested_folder_keeps_its_recipe_summary_and_epoch_times(fer_subset, tmp_path):
+def test_a_run_in_a_new_nested_folder_keeps_its_recipe_summary_and_epoch_times(fer_subset, tmp_path, capsys):
     cfg = small(fer_subset, "train.epochs=3", "train.max_batches=3")
     run = tmp_path / "new" / "nested" / "run"
     t0 = time.perf_counter()
     summary = Trainer(cfg, run).fit()
     wall = time.perf_counter() - t0
+    assert "epoch 1/3" not in capsys.readouterr().err  # progress bars only when asked
     # config.yaml is the recipe in its own order: sections and keys as a recipe file lists them.
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert list(saved) == list(to_dict(cfg)) and list(saved["train"]) == list(to_dict(cfg)["train"])
