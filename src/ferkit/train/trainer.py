@@ -58,8 +58,8 @@ def stages_of(cfg: RunConfig) -> list[StageConfig]:
 def confusion_metrics(cm: np.ndarray) -> dict[str, float]:
     """Accuracy and macro F1 from a confusion matrix (rows true, columns predicted)."""
     tp = np.diag(cm).astype(float)
-    denom = cm.sum(axis=0) + cm.sum(axis=1)
-    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    denom = cm.sum(axis=0) + cm.sum(axis=1)  # 0 only for a class with neither faces nor answers: its F1 is 0
+    f1 = 2 * tp / np.maximum(denom, 1)
     return {"accuracy": float(tp.sum() / max(1, cm.sum())), "macro_f1": float(f1.mean())}
 
 
