@@ -566,6 +566,13 @@ def test_a_run_in_a_new_nested_folder_keeps_its_recipe_summary_and_epoch_times(f
     assert excluded > 0
 
 
+def test_a_trainer_shows_the_decoding_bar_only_when_asked(fer_subset, tmp_path, monkeypatch, capsys):
+    for progress in (False, True):
+        monkeypatch.setenv("FERKIT_CACHE", str(tmp_path / f"cache-{progress}"))  # nothing decoded yet
+        Trainer(small(fer_subset, "train.epochs=1"), tmp_path / f"run-{progress}", progress=progress)
+        assert ("decoding fer2013.zip" in capsys.readouterr().err) is progress
+
+
 def test_train_and_resume_show_bars_when_asked_call_the_callbacks_and_refuse_the_wrong_folder(fer_subset, tmp_path,
                                                                                             capsys):
     cfg = small(fer_subset, "train.epochs=2", "train.max_batches=2")
