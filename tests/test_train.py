@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -671,7 +672,7 @@ def test_train_epoch_can_stop_after_some_batches(fer_subset, tmp_path):
 
 
 def test_train_epoch_shows_its_bar_and_counts_the_time_preparing_batches(fer_subset, tmp_path, capsys):
-    tr = Trainer(small(fer_subset, "train.epochs=1"), tmp_path, progress=True)
+    tr = Trainer(small(fer_subset, "train.epochs=1", "train.batch_size=16"), tmp_path, progress=True)
     tr.start_stage(0)
     augment = tr.augment
     tr.augment = lambda x, y, gen: (time.sleep(0.2), augment(x, y, gen))[1]  # 0.2 s more per batch
@@ -682,6 +683,11 @@ def test_train_epoch_shows_its_bar_and_counts_the_time_preparing_batches(fer_sub
     assert "epoch 1/1" in err and "2/2" in err and "batch/s" in err and "\n" not in err
     data_time = stats["data_share"] * stats["images"] / stats["images_per_s"]  # share x elapsed
     assert 0.4 <= data_time < 0.9
+    # The bar's running loss is refreshed every ten batches: after eleven it is the mean of all eleven.
+    tr.augment = augment
+    stats = tr.train_epoch(max_batches=11)
+    shown = re.findall(r"loss=([0-9.]+)", capsys.readouterr().err)
+    assert len(set(shown)) == 2 and shown[-1] == f"{stats['train_loss']:.3f}", shown
     tr.progress = False
     tr.train_epoch(max_batches=1)
     assert capsys.readouterr().err == ""
