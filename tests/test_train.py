@@ -565,6 +565,10 @@ def test_a_run_in_a_new_nested_folder_keeps_its_recipe_summary_and_epoch_times(f
                                "val_split": "test", "excluded": excluded, "leaks_excluded": excluded, "leaks_kept": 0,
                                "extra_labels_matched": 0}
     assert excluded > 0
+    # Everything the run wrote (a TensorBoard log only when the recipe asks for one).
+    assert sorted(p.name for p in run.iterdir()) == [
+        "best.json", "best.safetensors", "config.yaml", "last.json", "last.safetensors", "metrics.csv",
+        "resume.safetensors", "summary.yaml"]
 
 
 def test_a_trainer_shows_the_decoding_bar_only_when_asked(fer_subset, tmp_path, monkeypatch, capsys):
