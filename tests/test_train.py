@@ -451,6 +451,14 @@ def test_precision_auto_is_bf16_where_the_hardware_has_it_else_fp16_on_gpus_and_
         "this cpu has no native bf16: it is emulated and far slower than fp32 (precision auto picks fp32 here)"])
 
 
+def test_compile_auto_compiles_on_cuda_gpus_only():
+    from ferkit.train.trainer import resolve_compile
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert [resolve_compile(s, cpu) for s in ("auto", True, False)] == [False, True, False]
+    assert [resolve_compile(s, gpu) for s in ("auto", True, False)] == [True, True, False]
+
+
 def test_a_diverging_loss_stops_training_with_where_it_happened(fer_subset, tmp_path):
     tr = Trainer(small(fer_subset, "train.epochs=1"), tmp_path / "run")
     calls = []

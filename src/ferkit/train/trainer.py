@@ -49,6 +49,12 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     return choices[name]
 
 
+def resolve_compile(setting: bool | str, device: torch.device) -> bool:
+    """train.compile, with auto meaning on CUDA GPUs only: on CPUs compiling fernet-sized models stalls the first
+    epoch for minutes and did not train faster (README, Training speed)."""
+    return setting is True or (setting == "auto" and device.type == "cuda")
+
+
 def stages_of(cfg: RunConfig) -> list[StageConfig]:
     if cfg.train.stages:
         return cfg.train.stages
@@ -140,6 +146,10 @@ class Trainer:
         self.elapsed = 0.0
         self.optimizer = self.scheduler = None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        # The configured batch size, or the whole shard when it holds fewer images (drop_last otherwise).
+        self.batch_size = max(1, min(cfg.train.batch_size, len(self.x_train) // self.ctx.world_size))
+        self.total_epochs = sum(s.epochs for s in self.stages)
+        self.compiles = resolve_compile(cfg.train.compile, self.device)
 
     # ---- model -------------------------------------------------------------------------------------------------
 
@@ -213,10 +223,9 @@ class Trainer:
             teachers.append((model, torch.as_tensor(order, device=self.device)))
         return teachers
 
-    @torch.no_grad()
     def _distill(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The target mixed with the teachers' mean probabilities on the same augmented batch."""
-        with self._autocast():
+        with torch.no_grad(), self._autocast():
             probs = sum(m(x).float().softmax(1)[:, order] for m, order in self.teachers) / len(self.teachers)
         a = self.cfg.train.distill
         return (1 - a) * y + a * probs
@@ -229,13 +238,6 @@ class Trainer:
             self.log.info("compiling the model with torch.compile (the first batches are slow)")
             model = torch.compile(model)
         return model
-
-    @property
-    def compiles(self) -> bool:
-        """train.compile, with auto meaning on CUDA GPUs only: on CPUs compiling fernet-sized models stalls the
-        first epoch for minutes and did not train faster (README, Training speed)."""
-        setting = self.cfg.train.compile
-        return setting is True or (setting == "auto" and self.device.type == "cuda")
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -286,11 +288,6 @@ class Trainer:
         self.scheduler = build_schedule(self.optimizer, self.cfg.schedule, stage.epochs, self.steps_per_epoch(),
                                         self.mode)
         self.forward_model = self._forward_model()
-
-    @property
-    def batch_size(self) -> int:
-        """The configured batch size, or the whole shard when it holds fewer images (drop_last otherwise)."""
-        return max(1, min(self.cfg.train.batch_size, len(self.x_train) // self.ctx.world_size))
 
     def steps_per_epoch(self) -> int:
         steps = len(self.x_train) // self.ctx.world_size // self.batch_size
@@ -363,7 +360,6 @@ class Trainer:
             "data_share": data_time / elapsed,
         }
 
-    @torch.no_grad()
     def validate(self) -> dict[str, float]:
         self.model.eval()
         n = len(self.x_val)
@@ -374,7 +370,7 @@ class Trainer:
         for idx in rows.split(EVAL_BATCH):
             x = self._to_device(eval_transform(self.aug_cfg, self.x_val[idx]))
             y = self.y_val[idx].to(self.device)
-            with self._autocast():
+            with torch.no_grad(), self._autocast():
                 logits = self.model(x)
             loss_sum += torch.nn.functional.cross_entropy(logits.float(), y, reduction="sum").double()
             cm += torch.bincount(y * k + logits.argmax(1), minlength=k * k).view(k, k).double()
@@ -382,10 +378,6 @@ class Trainer:
         loss_sum = dist.all_sum(loss_sum)
         m = confusion_metrics(cm.cpu().numpy())
         return {"val_loss": float(loss_sum / n), "val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"]}
-
-    @property
-    def total_epochs(self) -> int:
-        return sum(s.epochs for s in self.stages)
 
     def fit(self) -> dict[str, Any]:
         """Train every stage (continuing a resumed run where it stopped); returns the run summary."""
