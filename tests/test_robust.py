@@ -332,23 +332,29 @@ def test_distillation_mixes_teacher_probabilities_into_the_target(ferplus_run, f
                 tmp_path / "y")
 
 
-def test_a_teacher_of_another_class_order_gives_each_class_its_own_column(ferplus_zip, tmp_path):
+def test_teachers_are_averaged_each_with_its_own_class_order(ferplus_zip, tmp_path):
     from ferkit.models.checkpoint import load_checkpoint
     from ferkit.train.trainer import Trainer, train
 
     base = [f"data.path={ferplus_zip}", "data.soft_labels=true", "data.limit_per_class=10", "model.kwargs={width: 8}",
             "train.epochs=1", "train.batch_size=16", "train.precision=fp32", "train.channels_last=false"]
     train(load_config(None, [*base, "data.classes=[contempt, neutral, surprise, sad, happy, fear, disgust, angry]"]),
-          tmp_path / "teacher")
-    student = Trainer(load_config(None, [*base, f"train.teacher=[{tmp_path / 'teacher'}]", "train.distill=0.5"]),
-                      tmp_path / "student")
-    teacher, meta = load_checkpoint(tmp_path / "teacher")
-    assert meta["labels"] == list(reversed(student.classes))
+          tmp_path / "reversed")
+    train(load_config(None, [*base, "train.seed=1"]), tmp_path / "canonical")
+    reversed_, meta = load_checkpoint(tmp_path / "reversed")
+    canonical, _ = load_checkpoint(tmp_path / "canonical")
     x = torch.rand(4, 1, 48, 48)
     y = torch.nn.functional.one_hot(torch.arange(4), 8).float()
     with torch.no_grad():
-        expected = 0.5 * y + 0.5 * teacher(x).softmax(1).flip(1)
-    assert torch.allclose(student._distill(x, y), expected, atol=1e-6)
+        p_reversed, p_canonical = reversed_(x).softmax(1).flip(1), canonical(x).softmax(1)
+    student = Trainer(load_config(None, [*base, f"train.teacher=[{tmp_path / 'reversed'}]", "train.distill=0.5"]),
+                      tmp_path / "student")
+    assert meta["labels"] == list(reversed(student.classes))
+    assert torch.allclose(student._distill(x, y), 0.5 * y + 0.5 * p_reversed, atol=1e-6)
+    # Two teachers: the mean of their probabilities, each read in the student's class order.
+    student = Trainer(load_config(None, [*base, f"train.teacher=[{tmp_path / 'reversed'}, {tmp_path / 'canonical'}]",
+                                         "train.distill=0.5"]), tmp_path / "student2")
+    assert torch.allclose(student._distill(x, y), 0.5 * y + 0.25 * (p_reversed + p_canonical), atol=1e-6)
 
 
 # ---- tone curves and a second labelling of the same faces ------------------------------------------------------
