@@ -233,6 +233,23 @@ def test_validation_accuracy_and_macro_f1_are_sklearns():
     assert got["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
 
 
+def test_the_validation_pass_scores_every_validation_face_as_sklearn_does(fer_subset, tmp_path):
+    from sklearn.metrics import accuracy_score, f1_score, log_loss
+
+    from ferkit.train.augment import eval_transform
+
+    tr = Trainer(small(fer_subset, "train.epochs=1", "train.max_batches=3"), tmp_path / "run")
+    tr.fit()
+    got = tr.validate()  # 420 PublicTest faces: two batches
+    with torch.no_grad():
+        probs = tr.model(eval_transform(tr.aug_cfg, tr.x_val)).softmax(1).numpy()
+    y, labels = tr.y_val.numpy(), list(range(7))
+    assert got["val_loss"] == pytest.approx(log_loss(y, probs, labels=labels), rel=1e-4)
+    assert got["val_accuracy"] == pytest.approx(accuracy_score(y, probs.argmax(1)))
+    assert got["val_macro_f1"] == pytest.approx(f1_score(y, probs.argmax(1), labels=labels, average="macro",
+                                                         zero_division=0))
+
+
 def test_made_validation_split_is_recorded(fer_subset, tmp_path):
     cfg = small(fer_subset, "data.val_split=val", "data.val_fraction=0.2", "train.epochs=1", "train.max_batches=2")
     train(cfg, tmp_path / "run")
