@@ -250,6 +250,14 @@ def test_the_validation_pass_scores_every_validation_face_as_sklearn_does(fer_su
                                                          zero_division=0))
 
 
+def test_a_batch_is_the_recipes_size_or_the_whole_training_set_when_that_is_smaller(fer_subset, tmp_path):
+    for size, batch in ((1, 1), (1000, 280)):
+        tr = Trainer(small(fer_subset, f"train.batch_size={size}", "train.epochs=1"), tmp_path / str(size))
+        assert len(tr.x_train) == 280 and tr.batch_size == batch and type(tr.batch_size) is int
+        tr.start_stage(0)
+        assert tr.train_epoch(max_batches=2)["images"] == min(2 * batch, 280)
+
+
 def test_made_validation_split_is_recorded(fer_subset, tmp_path):
     cfg = small(fer_subset, "data.val_split=val", "data.val_fraction=0.2", "train.epochs=1", "train.max_batches=2")
     train(cfg, tmp_path / "run")
