@@ -720,6 +720,9 @@ def test_train_epoch_shows_its_bar_and_counts_the_time_preparing_batches(fer_sub
     assert "epoch 1/1" in err and "2/2" in err and "batch/s" in err and "\n" not in err
     data_time = stats["data_share"] * stats["images"] / stats["images_per_s"]  # share x elapsed
     assert 0.4 <= data_time < 0.9
+    # 16 images a batch, each batch over 0.2 s: the rate the bar shows after the first batch, and the epoch's.
+    shown = float(re.findall(r"img_s=([0-9.]+)", err)[-1])
+    assert 10 <= shown <= 80 and 10 <= stats["images_per_s"] <= 80, (shown, stats)
     # The bar's running loss is refreshed every ten batches: after eleven it is the mean of all eleven.
     tr.augment = augment
     stats = tr.train_epoch(max_batches=11)
