@@ -108,6 +108,9 @@ def test_ddp_two_cpu_processes(fer_subset, tmp_path):
     (row,) = rows(run)
     meta = read_meta(run / "best.safetensors")
     assert meta["dataset"]["train"] == 280 and r.stdout.count("epoch   1") == 1
+    # Both ranks' images: 140 each, in 4 batches of 32; the rate is theirs over the training time.
+    assert int(row["images"]) == 256
+    assert 256 / float(row["images_per_s"]) <= float(row["epoch_time_s"])
     # Each rank scores half of the validation faces; their sums make the score one process gets on all of them.
     single = Trainer(load_config(run / "config.yaml"), tmp_path / "single")
     single.model.load_state_dict(load_file(run / "best.safetensors"))
