@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -234,6 +235,9 @@ def test_validation_accuracy_and_macro_f1_are_sklearns():
     got = confusion_metrics(confusion_matrix(y_true, y_pred, labels=labels))
     assert got["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
     assert got["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
+    # One face, answered right; no face at all.
+    assert confusion_metrics(confusion_matrix([1], [1], labels=labels)) == {"accuracy": 1.0, "macro_f1": 0.25}
+    assert confusion_metrics(np.zeros((4, 4))) == {"accuracy": 0.0, "macro_f1": 0.0}
 
 
 def test_the_validation_pass_scores_every_validation_face_as_sklearn_does(fer_subset, tmp_path):
