@@ -306,6 +306,17 @@ def test_a_logit_adjusted_model_can_be_given_its_prior_back(ferplus_run, ferplus
     assert adjust_checkpoint(run, tmp_path / "back.safetensors", -0.5, ferplus_zip).is_file()
 
 
+@pytest.mark.parametrize(("train", "tau"), [({}, 0.0), ({"logit_adjust": 0.5}, 0.5), ({"sampler": "weighted"}, 1.0),
+                                            ({"class_weights": "balanced"}, 1.0),
+                                            ({"sampler": "weighted", "logit_adjust": 0.5}, 1.5)])
+def test_a_model_trained_for_a_balanced_world_has_its_prior_to_give_back(train, tau):
+    from ferkit.train.prior import trained_tau
+
+    # Class-balanced sampling or weights train the answers of a balanced world, as the logit-adjusted loss does:
+    # the sweep and the adjustment reach down to -tau to give the prior back.
+    assert trained_tau({"config": {"train": {"sampler": "random", "class_weights": "none", **train}}}) == tau
+
+
 # ---- distillation -----------------------------------------------------------------------------------------------
 
 

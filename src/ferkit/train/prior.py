@@ -76,16 +76,19 @@ class PriorRow:
 
 
 def trained_tau(meta: dict[str, Any]) -> float:
-    """The tau a checkpoint was trained with (``train.logit_adjust``; 0 for plain cross entropy)."""
-    return float(meta["config"]["train"].get("logit_adjust", 0.0))
+    """The tau a checkpoint was trained with: ``train.logit_adjust``, plus 1 when class-balanced sampling or
+    balanced class weights trained it for a balanced world (0 for plain cross entropy)."""
+    train = meta["config"]["train"]
+    balanced = train.get("sampler") == "weighted" or train.get("class_weights") == "balanced"
+    return float(train.get("logit_adjust", 0.0)) + balanced
 
 
 def sweep_prior(checkpoint: str | Path, data: str | Path, split: str, taus: tuple[float, ...] | None = None,
                 tta: str | None = None, progress: bool = False) -> tuple[np.ndarray, list[PriorRow]]:
     """The training prior and, per ``tau``, accuracy, macro F1 and the lowest per-class recall on ``split``
     (``progress``: bars while the data is decoded and scored). The default taus are ``TAUS``, and for a model
-    trained with a logit-adjusted loss also the negative ones down to minus its training tau, which give the
-    prior back."""
+    trained for a balanced world (``trained_tau``) also the negative ones down to minus its training tau, which
+    give the prior back."""
     from ferkit.evaluate.data import load_eval_data
     from ferkit.evaluate.metrics import compute_metrics
     from ferkit.models.predict import load_members, predict_proba
