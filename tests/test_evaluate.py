@@ -65,12 +65,13 @@ def test_no_tta_is_the_validation_preprocessing(runs, faces):
 @pytest.mark.parametrize("run", ["crop", "whole"])
 def test_tta_changes_probabilities(runs, faces, run):
     members = load_members([runs[run]])
-    p = {tta: predict_proba(members, faces, tta, batch_size=25) for tta in ("none", "flip", "tencrop")}
+    p = {tta: predict_proba(members, faces, tta, batch_size=25) for tta in ("none", "flip", "tencrop", "multiscale")}
     for tta, probs in p.items():
         assert probs.shape == (64, 7) and np.allclose(probs.sum(1), 1, atol=1e-5), tta
     assert np.abs(p["flip"] - p["none"]).max() > 1e-4
     assert np.abs(p["tencrop"] - p["none"]).max() > 1e-4
     assert np.abs(p["tencrop"] - p["flip"]).max() > 1e-4
+    assert np.abs(p["multiscale"] - p["tencrop"]).max() > 1e-4
     # A face that is its own mirror image: flipping adds nothing.
     symmetric = np.concatenate([faces[:, :, :24], faces[:, :, :24][:, :, ::-1]], axis=2)
     assert np.allclose(predict_proba(members, symmetric, "flip"), predict_proba(members, symmetric), atol=1e-6)
@@ -84,6 +85,23 @@ def test_tencrop_views():
     whole = tta_views(x, 48, "tencrop")  # a whole-face model: padded by 4 px, so the centre view is the face
     assert len(whole) == 10 and torch.equal(whole[4], x) and torch.equal(whole[9], x.flip(-1))
     assert torch.equal(whole[0][..., 4:, 4:], x[..., :44, :44])
+
+
+def test_multiscale_views_are_tencrops_of_three_framings():
+    import torch.nn.functional as F
+
+    x = torch.rand(2, 1, 48, 48)
+    views = tta_views(x, 40, "multiscale")
+    assert len(views) == 30 and all(v.shape == (2, 1, 40, 40) for v in views)
+    looser = F.interpolate(x, size=(44, 44), mode="bilinear", antialias=True)
+    tighter = F.interpolate(x, size=(56, 56), mode="bilinear", antialias=True)
+    assert torch.allclose(views[4], looser[..., 2:42, 2:42])  # the 44 px face's centre crop
+    assert all(torch.equal(a, b) for a, b in zip(views[10:20], tta_views(x, 40, "tencrop")))
+    assert torch.allclose(views[24], tighter[..., 8:48, 8:48]) and torch.allclose(views[20], tighter[..., :40, :40])
+    # A whole-face model: the looser view, smaller than its input, is padded with its border to 48 px first.
+    whole = tta_views(x, 48, "multiscale")
+    assert len(whole) == 30 and all(v.shape == (2, 1, 48, 48) for v in whole)
+    assert torch.allclose(whole[4][..., 2:46, 2:46], looser) and torch.equal(whole[14], x)
 
 
 def test_faces_stored_at_another_size_are_resized(runs, faces):

@@ -12,7 +12,8 @@ from ferkit.models.predict import TTA
 from ferkit.infer import list_detectors
 
 TTA_HINTS = {"none": "none (fastest)", "flip": "flip: face and mirror",
-             "tencrop": "ten crops: corners, centre, mirrors"}
+             "tencrop": "ten crops: corners, centre, mirrors",
+             "multiscale": "ten crops at three framings"}
 DETECTOR_HINTS = {"auto": "auto (BlazeFace if installed, else Haar)", "haar": "haar (OpenCV)",
                   "mtcnn": "mtcnn (turned faces)", "blazeface": "blazeface (fast)",
                   "blazeface_short": "blazeface_short (fastest, close-ups)",

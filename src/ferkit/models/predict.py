@@ -9,6 +9,10 @@ Test-time augmentation (TTA) averages softmax probabilities over views of each f
   border pixels repeated (4 px at 48, the same 4 px offsets a 40-of-48 crop model sees) and then ten-cropped:
   the centre crop is the face itself and the corners are shifts at the model's own scale, like the shift
   augmentation such models train with, where resizing up would show every view at a zoom never seen in training.
+- ``multiscale``: ``tencrop`` of the face at three framings, resized to 11/12, 1 and 7/6 of its side (44, 48 and
+  56 px of a 48 px face: a looser, the native and a tighter framing; 30 views), for models trained with crop-scale
+  augmentation (``fer_robust`` spans 0.75-1.3x). A view smaller than the model's input is padded with its border's
+  pixels.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from ferkit.data.scan import resize_face
 from ferkit.errors import FerkitError, UnknownNameError
 from ferkit.labels import canonical
 
-TTA = ("none", "flip", "tencrop")
+TTA = ("none", "flip", "tencrop", "multiscale")
 TENCROP_PAD_DIVISOR = 12  # pad = face_size // 12 per side for models trained without crops (see above)
+MULTISCALE = (11 / 12, 1.0, 7 / 6)  # the face's side, scaled, for each ten-crop of ``multiscale``
 
 Member = tuple[torch.nn.Module, dict[str, Any]]
 
@@ -76,6 +81,16 @@ def tta_views(x: torch.Tensor, size: int, tta: str) -> list[torch.Tensor]:
     S = x.shape[-1]
     if size > S:
         raise FerkitError(f"the model takes {size}px faces, larger than the {S}px faces it is given")
+    if tta == "multiscale":
+        views = []
+        for factor in MULTISCALE:
+            side = round(S * factor)
+            y = x if side == S else F.interpolate(x, size=(side, side), mode="bilinear", antialias=True)
+            if side < size:
+                lo, hi = (size - side) // 2, (size - side + 1) // 2
+                y = F.pad(y, (lo, hi, lo, hi), mode="replicate")  # (B, 1, size, size)
+            views += tta_views(y, size, "tencrop")
+        return views
     if tta == "tencrop":
         if size == S:
             pad = max(1, S // TENCROP_PAD_DIVISOR)
