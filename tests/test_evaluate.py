@@ -104,6 +104,13 @@ def test_multiscale_views_are_tencrops_of_three_framings():
     assert torch.allclose(whole[4][..., 2:46, 2:46], looser) and torch.equal(whole[14], x)
 
 
+def test_the_cli_names_every_tta():
+    from ferkit.cli.common import TTA_METAVAR
+    from ferkit.models.predict import TTA
+
+    assert TTA_METAVAR == "{" + ",".join(TTA) + "}"
+
+
 def test_faces_stored_at_another_size_are_resized(runs, faces):
     import cv2
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ferkit.cli.common import new_table
+from ferkit.cli.common import TTA_METAVAR, new_table
 from ferkit.fileio import check_out_file
 
 
@@ -64,7 +64,7 @@ def add_parsers(bench) -> None:
                    help="shipped models (default, fer2013), run directories, checkpoints or .onnx exports")
     p.add_argument("--data", required=True, metavar="PATH", help="dataset: folder, .zip or fer2013.csv")
     p.add_argument("--split", default="test", help="split to score (default: test)")
-    p.add_argument("--tta", default="none", metavar="{none,flip,tencrop,own}",
+    p.add_argument("--tta", default="none", metavar=TTA_METAVAR[:-1] + ",own}",
                    help="test-time augmentation for every model (default: none; own: each model's protocol)")
     p.add_argument("--limit", type=int, metavar="N", help="score N random faces of the split (default: all)")
     p.add_argument("--perturbation", action="append", metavar="NAME",

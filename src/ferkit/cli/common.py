@@ -7,6 +7,7 @@ from collections.abc import Collection, Sequence
 
 EXIT_USAGE = 2  # a mistake in the command: nothing was done
 EXIT_SOME_FAILED = 1  # predict: some inputs could not be read; the others' results are out
+TTA_METAVAR = "{none,flip,tencrop,multiscale}"  # ferkit.models.predict.TTA (the CLI starts without torch)
 
 
 def new_table(title: str, columns: Sequence[str], left: Collection[str]):

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ferkit.cli.common import new_table
+from ferkit.cli.common import TTA_METAVAR, new_table
 
 
 def add_parsers(sub) -> None:
@@ -19,9 +19,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--data", required=True, metavar="PATH", help="dataset: folder, .zip or fer2013.csv")
     p.add_argument("--split", help="split to score (default: test, or the only split of a dataset without "
                    "split folders)")
-    p.add_argument("--tta", metavar="{none,flip,tencrop}",
-                   help="test-time augmentation: none, flip (face and mirror) or tencrop (corners, centre, mirrors); "
-                   "default: the checkpoint's own (tencrop for the shipped models, else none)")
+    p.add_argument("--tta", metavar=TTA_METAVAR,
+                   help="test-time augmentation: none, flip (face and mirror), tencrop (corners, centre, mirrors) or "
+                   "multiscale (ten crops at three framings); default: the checkpoint's own (set when it was shipped, "
+                   "else none)")
     p.add_argument("--ensemble", nargs="+", default=[], metavar="CHECKPOINT",
                    help="more checkpoints or runs whose probabilities are averaged with the first one's")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -39,7 +40,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--data", required=True, metavar="PATH", help="dataset: folder, .zip or fer2013.csv")
     p.add_argument("--out", required=True, metavar="REPORT.html", help="the HTML file; REPORT.md is written beside it")
     p.add_argument("--split", default="test", help="split to score (default: test)")
-    p.add_argument("--tta", metavar="{none,flip,tencrop}",
+    p.add_argument("--tta", metavar=TTA_METAVAR,
                    help="test-time augmentation for every model (default: each checkpoint's own)")
     p.set_defaults(func=cmd_report)
 

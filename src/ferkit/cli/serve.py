@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from ferkit.cli.common import TTA_METAVAR
 from ferkit.errors import FerkitError
 
 
@@ -29,7 +30,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--detector", default="auto",
                    help="face detector (default: auto, BlazeFace if installed, else haar)")
     p.add_argument("--backend", choices=["torch", "onnxruntime"], help="classifier runtime (default: by file type)")
-    p.add_argument("--tta", default="none", metavar="{none,flip,tencrop}", help="test-time augmentation")
+    p.add_argument("--tta", default="none", metavar=TTA_METAVAR, help="test-time augmentation")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", help="require this key in the X-API-Key header (or set FERKIT_API_KEY)")

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ferkit.cli.common import new_table
+from ferkit.cli.common import TTA_METAVAR, new_table
 from ferkit.errors import FerkitError
 from ferkit.fileio import check_out_file
 
@@ -34,7 +34,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--data", required=True, metavar="PATH",
                    help="the dataset it was trained on (its training split gives the prior)")
     p.add_argument("--split", default="val", help="split to score the sweep on (default: val)")
-    p.add_argument("--tta", metavar="{none,flip,tencrop}", help="test-time augmentation (default: the model's own)")
+    p.add_argument("--tta", metavar=TTA_METAVAR, help="test-time augmentation (default: the model's own)")
     p.add_argument("--tau", type=float, help="write the model adjusted with this tau (needs --out)")
     p.add_argument("--out", metavar="OUT.safetensors", help="where to write the adjusted checkpoint")
     p.add_argument("--json", action="store_true", help="print the sweep as JSON")

@@ -83,7 +83,7 @@ def load_classifier(model: str | Path = "default", backend: str | None = None, t
     """The classifier for ``model`` (a shipped model's name, a run directory, a .safetensors checkpoint or a .onnx
     export).
 
-    ``backend`` None picks onnxruntime for .onnx files and torch otherwise. ``tta``: none, flip or tencrop.
+    ``backend`` None picks onnxruntime for .onnx files and torch otherwise. ``tta``: none, flip, tencrop or multiscale.
     ``classes``: answer only these of the model's labels, probabilities renormalised (None: all).
     """
     check_tta(tta)

@@ -71,8 +71,8 @@ class Recognizer:
         """``model``: a shipped model's name ('default', 'fer2013'), a run directory, a .safetensors checkpoint, a
         .onnx export, or a model in Hugging Face Hub layout (its folder, or ``hf-hub:owner/name``); ``detector``: a
         name from ``list_detectors()``, built with ``detector_opts``; ``backend``: torch or onnxruntime (None:
-        onnxruntime for .onnx files, else torch); ``tta``: none, flip or tencrop; ``classes``: answer only these
-        emotions (probabilities renormalised over them; None: all the model's)."""
+        onnxruntime for .onnx files, else torch); ``tta``: none, flip, tencrop or multiscale; ``classes``: answer
+        only these emotions (probabilities renormalised over them; None: all the model's)."""
         det = get_detector(detector, **detector_opts)  # the cheap, likely-to-be-mistyped part first
         return cls(load_classifier(model, backend, tta, classes), det)
 
