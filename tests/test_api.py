@@ -23,7 +23,7 @@ def test_readme_python_api_runs(tmp_path):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert "'emotion': 'happy'" in lines[0]  # the astronaut
-    assert "contempt" in lines[1] and "tencrop" in lines[1]
+    assert "contempt" in lines[1] and "multiscale" in lines[1]
     assert "fernet" in lines[2]
     accuracy, macro_f1, recall = map(float, lines[3].split())
     assert 0.1 < accuracy < 1 and 0 < macro_f1 < 1 and 0 <= recall <= 1

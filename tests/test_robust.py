@@ -18,6 +18,7 @@ from ferkit.bench.robustness import PERTURBATIONS, _warp, bench_robustness
 from ferkit.config import AugmentConfig, load_config
 from ferkit.errors import FerkitError
 from ferkit.labels import FER2013, FERPLUS
+from ferkit.models.predict import TTA
 from ferkit.train.augment import JPEG_QUALITY, BatchAugment, resolve
 
 C = len(FER2013)
@@ -224,7 +225,7 @@ def test_shipped_models_load_by_name():
     assert sorted(default["labels"]) == sorted(FERPLUS) and default["name"] == "default"
     assert fer2013["labels"] == list(FER2013) and fer2013["name"] == "fer2013"
     for meta in (default, fer2013):
-        assert meta["tta"] in ("none", "flip", "tencrop") and meta["trained_on"]
+        assert meta["tta"] in TTA and meta["trained_on"]
     assert resolve_checkpoint("fer2013") == get_weights("fer2013").path
     assert get_weights("default").card.is_file() and get_weights("fer2013").card.is_file()
     with pytest.raises(FerkitError, match="unknown shipped model 'fer'; available: default, fer2013"):
