@@ -51,7 +51,7 @@ class Settings:
     model: str = "default"
     detector: str = DEFAULT_DETECTOR
     backend: str | None = None
-    tta: str = "none"  # none | flip | tencrop, as ferkit predict
+    tta: str = "none"  # none | flip | tencrop | multiscale, as ferkit predict
     api_key: str | None = None
     workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))  # detection threads
     threads: int = 1  # CPU threads per model call: requests share the cores, each one runs on one
