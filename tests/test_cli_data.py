@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 
 import pytest
@@ -115,3 +116,45 @@ def test_broken_ferplus_label_files_and_unwritable_out_say_so(tmp_path, capsys):
         assert code == 2 and message in err and "Traceback" not in err, (data[:20], err)
     code, _, err = run_main(capsys, "predict", "sample", "--out", "/proc/ferkit-out")
     assert code == 2 and err.startswith("error: --out /proc/ferkit-out") and len(err.strip().splitlines()) == 1
+
+
+def test_agree_counts_how_two_labellings_of_the_same_faces_agree(kaggle_folder, tmp_path, capsys):
+    relabelled = tmp_path / "relabelled"
+    shutil.copytree(kaggle_folder, relabelled)
+    moved = sorted((relabelled / "test" / "happy").iterdir())[:2]
+    for f in moved:  # two happy faces called sad in the other labelling
+        f.rename(relabelled / "test" / "sad" / f.name)
+    next((relabelled / "test" / "fear").iterdir()).unlink()  # and one face it does not hold
+    plot = tmp_path / "agree.png"
+    code, out, _ = run_main(capsys, "data", "agree", kaggle_folder, relabelled, "--split", "test", "--json",
+                            "--plot", plot)
+    assert code == 0
+    a = json.loads(out)
+    n = sum(len(list(d.iterdir())) for d in (kaggle_folder / "test").iterdir())
+    assert (a["n"], a["found"]) == (n, n - 1)
+    happy, sad = a["rows"].index("happy"), a["cols"].index("sad")
+    assert a["counts"][happy][sad] == 2 and sum(a["counts"][happy]) == 6
+    assert a["agreement"] == pytest.approx((n - 3) / (n - 1))
+    assert a["per_class"]["happy"] == pytest.approx(4 / 6) and a["per_class"]["fear"] == 1.0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    code, out, _ = run_main(capsys, "data", "agree", kaggle_folder, relabelled, "--split", "test")
+    assert code == 0 and f"{n - 1} of {n} faces found in both" in out and "sad 33%" in out
+
+    code, _, err = run_main(capsys, "data", "agree", kaggle_folder, relabelled, "--other-split", "test")
+    assert code == 2 and "none of the" in err and err.count("\n") == 1  # train faces are not test faces
+    code, _, err = run_main(capsys, "data", "agree", kaggle_folder, relabelled, "--split", "val")
+    assert code == 2 and "has no 'val' split" in err and err.count("\n") == 1
+
+
+def test_agree_fer2013_against_ferplus_publictest(decoded_fer_zip, ferplus_zip, capsys):
+    """FER+'s ten annotators give the PublicTest faces FER-2013's label on 62.7% of them: fear and sad faces are
+    mostly neutral to them."""
+    code, out, _ = run_main(capsys, "data", "agree", decoded_fer_zip, ferplus_zip, "--split", "test",
+                            "--other-split", "val", "--json")
+    assert code == 0
+    a = json.loads(out)
+    assert (a["n"], a["found"]) == (3589, 3554)
+    assert round(a["agreement"], 3) == 0.627
+    assert a["per_class"]["happy"] > 0.9 and a["per_class"]["fear"] < 0.12
+    assert len(a["rows"]) == 7 and a["cols"][-1] == "contempt"

@@ -1,4 +1,4 @@
-"""``ferkit data inspect`` and ``ferkit data clean``."""
+"""``ferkit data inspect``, ``ferkit data clean`` and ``ferkit data agree``."""
 
 from __future__ import annotations
 
@@ -28,6 +28,20 @@ def add_parsers(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_cache_arg(p)
     p.set_defaults(func=cmd_data_clean)
+
+    p = data.add_parser("agree", help="how often two labellings of the same faces agree (FER-2013 and FER+)",
+                        description="Find the faces of a split of DATASET in a split of OTHER by their pixels and "
+                        "count how often the two labels name the same class, per class and as a matrix. "
+                        "FER+ majority votes against FER-2013's labels of the PublicTest faces: "
+                        "ferkit data agree fer2013.zip ferplus.zip --split test --other-split val")
+    p.add_argument("path", metavar="DATASET", help="dataset whose labels are the rows: folder, .zip or fer2013.csv")
+    p.add_argument("other", metavar="OTHER", help="another labelling of (some of) the same faces")
+    p.add_argument("--split", default="train", help="split of DATASET (default: train)")
+    p.add_argument("--other-split", metavar="SPLIT", help="split of OTHER (default: the same name as --split)")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw the matrix of the two labels")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    add_cache_arg(p)
+    p.set_defaults(func=cmd_data_agree)
 
 
 def cmd_data_inspect(args: argparse.Namespace) -> int:
@@ -76,6 +90,52 @@ def cmd_data_clean(args: argparse.Namespace) -> int:
     console.print(f"{report['num_flagged_files']} of {report['num_images']} files flagged; "
                   f"report: {json_path}, list: {csv_path}")
     console.print(f"train without them: ferkit train RECIPE --data.exclude {csv_path}", highlight=False)
+    return 0
+
+
+def cmd_data_agree(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ferkit.data import load_dataset
+    from ferkit.data.agree import label_agreement, plot_agreement
+    from ferkit.errors import DataError
+
+    if args.plot:
+        check_out_file(args.plot, (".png",), "the plot is a PNG image", "--plot")
+    load = {"cache_dir": args.cache_dir, "progress": not args.json}
+    faces = load_dataset(args.path, **load)[args.split]
+    other = load_dataset(args.other, **load)[args.other_split or args.split]
+    agreement = label_agreement(faces, other, args.path, args.other)
+    if not agreement.found:
+        raise DataError(f"none of the {agreement.n:,} faces of {args.path} ({args.split}) is in {args.other} "
+                        f"({other.split}); give two labellings of the same images")
+    if args.plot:
+        plot_agreement(agreement, args.plot)
+    if args.json:
+        print(json.dumps(agreement.to_dict(), indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    a = agreement
+    cm = np.asarray(a.counts)
+    table = Table(title=f"{Path(a.location).name} {a.split} against {Path(a.other).name} {a.other_split}")
+    for name, justify in (("label", "left"), ("faces", "right"), ("same label", "right"),
+                          (f"{Path(a.other).name} says", "left")):
+        table.add_column(name, justify=justify)
+    for i, row in enumerate(a.rows):
+        total = int(cm[i].sum())
+        if not total:
+            continue
+        top = ", ".join(f"{a.cols[j]} {cm[i, j] / total:.0%}" for j in np.argsort(-cm[i], kind="stable")[:3]
+                        if cm[i, j])
+        table.add_row(row, f"{total:,}", f"{a.per_class[row]:.1%}", top)
+    console = Console()
+    console.print(table)
+    console.print(f"{a.found:,} of {a.n:,} faces found in both; the same label on {a.agreement:.1%} of them",
+                  highlight=False)
+    if args.plot:
+        console.print(f"plot written to {args.plot}")
     return 0
 
 

@@ -26,7 +26,7 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_train, overrides=True)
 
     p = sub.add_parser("prior", help="handle a model's class prior: sweep logit adjustment, write an adjusted model",
-                       description="A model trained on skewed labels (FER+: a third neutral, under 1%% contempt) "
+                       description="A model trained on skewed labels (FER+: a third neutral, under 1% contempt) "
                        "answers the rare classes too seldom. Without --tau, score the checkpoint on --split with its "
                        "logits shifted by -tau * log(training prior) for a range of tau (0: as trained, 1: balanced). "
                        "With --tau and --out, write that adjusted model.")

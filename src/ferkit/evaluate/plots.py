@@ -26,27 +26,32 @@ def _figure(**kw):
 
 def confusion_png(ev: Evaluation) -> bytes:
     """Row-normalised confusion matrix (colour = share of the true class) with counts and shares written in."""
-    labels = ev.labels
-    C = len(labels)
-    cm = np.asarray(ev.confusion)
-    share = np.asarray(ev.confusion_normalized)
-    side = max(5.0, 0.85 * C + 2.2)
+    return matrix_png(ev.confusion, ev.labels, ev.labels, "predicted", "true (images)",
+                      f"accuracy {ev.accuracy:.1%}, macro F1 {ev.macro_f1:.3f}, n {ev.n:,}", "share of the true class")
+
+
+def matrix_png(counts, rows: list[str], cols: list[str], xlabel: str, ylabel: str, title: str,
+               colour: str = "share of the row") -> bytes:
+    """A count matrix, coloured by each row's shares, with counts and shares written in; the cells whose row and
+    column name the same class are bold and always written. Other empty cells stay blank: the errors stand out."""
+    cm = np.asarray(counts)
+    totals = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, totals, out=np.zeros(cm.shape), where=totals > 0)
+    side = max(5.0, 0.85 * max(cm.shape) + 2.2)
     fig = _figure(figsize=(side + 1.0, side))
     ax = fig.subplots()
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
-    for i in range(C):
-        for j in range(C):
-            if cm[i].sum() == 0 or (cm[i, j] == 0 and i != j):  # empty cells stay blank: the errors stand out
-                continue
-            dark = share[i, j] > 0.55
-            ax.text(j, i, f"{cm[i, j]}\n{share[i, j]:.0%}", ha="center", va="center", fontsize=8,
-                    color="white" if dark else "black", fontweight="bold" if i == j else "normal")
-    ax.set_xticks(range(C), labels, rotation=35, ha="right")
-    ax.set_yticks(range(C), [f"{c} ({cm[i].sum()})" for i, c in enumerate(labels)])
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true (images)")
-    ax.set_title(f"accuracy {ev.accuracy:.1%}, macro F1 {ev.macro_f1:.3f}, n {ev.n:,}", fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=colour)
+    same = np.array([[r == c for c in cols] for r in rows]) & (totals > 0)
+    for i, j in zip(*np.nonzero((cm > 0) | same)):
+        ax.text(j, i, f"{cm[i, j]}\n{share[i, j]:.0%}", ha="center", va="center", fontsize=8,
+                color="white" if share[i, j] > 0.55 else "black",
+                fontweight="bold" if rows[i] == cols[j] else "normal")
+    ax.set_xticks(range(len(cols)), cols, rotation=35, ha="right")
+    ax.set_yticks(range(len(rows)), [f"{c} ({n})" for c, n in zip(rows, cm.sum(axis=1))])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
     return _png(fig)
 
 
