@@ -274,8 +274,32 @@ def test_prior_is_folded_into_the_last_bias(ferplus_run, ferplus_zip, tmp_path, 
     probs = before.softmax(1).numpy()
     assert np.allclose(adjust_probs(probs, prior, 0.7), after.softmax(1).numpy(), atol=1e-5)
     assert np.allclose(adjust_probs(probs, prior, 0.0), probs)
-    with pytest.raises(FerkitError, match="already adjusted"):
-        adjust_checkpoint(code, tmp_path / "twice.safetensors", 0.5, ferplus_zip)
+    # An adjusted model moves to another tau from the model as trained, against the prior it records: no data.
+    again = adjust_checkpoint(code, tmp_path / "again.safetensors", 0.2)
+    readjusted, again_meta = load_checkpoint(again)
+    with torch.no_grad():
+        after = readjusted(x)
+    assert torch.allclose(after, before - 0.2 * torch.log(torch.as_tensor(prior, dtype=torch.float32)), atol=1e-3)
+    assert again_meta["prior_adjustment"]["tau"] == 0.2
+    assert again_meta["prior_adjustment"]["source"] == str(ferplus_run)
+    with pytest.raises(FerkitError, match="give --data, the dataset the model was trained on"):
+        adjust_checkpoint(ferplus_run, tmp_path / "no.safetensors", 0.5)
+
+
+def test_prior_cli_readjusts_an_adjusted_model_and_sweeps_it_from_the_model_as_trained(ferplus_run, ferplus_zip,
+                                                                                       tmp_path, capsys):
+    code, sweep, _ = run_main(capsys, "prior", ferplus_run, "--data", ferplus_zip, "--tta", "none", "--json")
+    assert code == 0
+    adjusted = tmp_path / "adjusted.safetensors"
+    assert run_main(capsys, "prior", ferplus_run, "--data", ferplus_zip, "--tau", "0.6", "--out", adjusted)[0] == 0
+    code, out, _ = run_main(capsys, "prior", adjusted, "--data", ferplus_zip, "--tta", "none", "--json")
+    assert code == 0
+    for a, b in zip(json.loads(sweep)["rows"], json.loads(out)["rows"]):  # the same sweep, whatever tau it has
+        assert a["tau"] == b["tau"] and a["accuracy"] == pytest.approx(b["accuracy"], abs=2e-3)
+    code, out, _ = run_main(capsys, "prior", adjusted, "--tau", "0.1", "--out", tmp_path / "less.safetensors")
+    assert code == 0 and "from the model as trained" in out
+    code, _, err = run_main(capsys, "prior", adjusted)
+    assert code == 2 and err.startswith("error: give --data") and err.count("\n") == 1
 
 
 def test_prior_sweep_cli(ferplus_run, ferplus_zip, tmp_path, capsys):

@@ -31,8 +31,8 @@ def add_parsers(sub) -> None:
                        "logits shifted by -tau * log(training prior) for a range of tau (0: as trained, 1: balanced). "
                        "With --tau and --out, write that adjusted model.")
     p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN", help="a run directory or a checkpoint")
-    p.add_argument("--data", required=True, metavar="PATH",
-                   help="the dataset it was trained on (its training split gives the prior)")
+    p.add_argument("--data", metavar="PATH", help="the dataset it was trained on: its training split gives the prior "
+                   "(an adjusted model, such as a shipped one, records its prior) and --split is scored")
     p.add_argument("--split", default="val", help="split to score the sweep on (default: val)")
     p.add_argument("--tta", metavar=TTA_METAVAR, help="test-time augmentation (default: the model's own)")
     p.add_argument("--tau", type=float, help="write the model adjusted with this tau (needs --out)")
@@ -128,8 +128,10 @@ def cmd_prior(args: argparse.Namespace) -> int:
         out = Path(args.out)
         check_out_file(out, (".safetensors",), "a checkpoint is a .safetensors file")
         path = adjust_checkpoint(args.checkpoint, out, args.tau, args.data)
-        print(f"wrote {path} (logits shifted by {-args.tau:g} x log(training prior))")
+        print(f"wrote {path} (logits shifted by {-args.tau:g} x log(training prior) from the model as trained)")
         return 0
+    if args.data is None:
+        raise FerkitError("give --data: the sweep scores each tau on --split of the dataset the model was trained on")
     prior, rows = sweep_prior(args.checkpoint, args.data, args.split, tta=args.tta,
                               progress=not args.json and sys.stderr.isatty())
     if args.json:

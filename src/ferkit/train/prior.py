@@ -40,6 +40,18 @@ def training_prior(meta: dict[str, Any], data: str | Path | None = None) -> np.n
     return class_prior(train)
 
 
+def model_prior(meta: dict[str, Any], data: str | Path | None = None) -> tuple[np.ndarray, float]:
+    """The training prior a checkpoint's logits are adjusted against, and the tau already folded into them: an
+    adjusted model records both in its description (``data`` is not needed); otherwise the prior is read from the
+    training split of ``data`` and the tau is 0."""
+    adjustment = meta.get("prior_adjustment")
+    if adjustment:
+        return np.array([adjustment["prior"][c] for c in meta["labels"]], np.float64), float(adjustment["tau"])
+    if data is None:
+        raise FerkitError("give --data, the dataset the model was trained on: its training split gives the prior")
+    return training_prior(meta, data), 0.0
+
+
 def class_prior(split) -> np.ndarray:
     """A split's class distribution (C,): the mean soft target when it has FER+ votes or blended labels, label
     frequencies otherwise; at least 1e-6 per class (a class without examples would get an infinite boost)."""
@@ -99,13 +111,13 @@ def sweep_prior(checkpoint: str | Path, data: str | Path, split: str, taus: tupl
     meta = members[0][1]
     if taus is None:
         taus = tuple(sorted({0.0 - t for t in TAUS if t <= trained_tau(meta)} | set(TAUS)))
-    prior = training_prior(meta, data)
+    prior, folded = model_prior(meta, data)
     tta = tta or meta.get("tta", "none")
     d = load_eval_data(data, split, meta["labels"], int(meta["input"]["face_size"]), progress)
     probs = predict_proba(members, d.faces.images, tta, progress=progress)
     rows = []
     for tau in taus:
-        ev = compute_metrics(d.y, adjust_probs(probs, prior, tau), meta["labels"])
+        ev = compute_metrics(d.y, adjust_probs(probs, prior, tau - folded), meta["labels"])
         recalls = {c: s.recall for c, s in ev.per_class.items() if s.support > 0}
         worst = min(recalls, key=recalls.get)
         rows.append(PriorRow(tau, ev.accuracy, ev.macro_f1, recalls[worst], worst))
@@ -113,7 +125,10 @@ def sweep_prior(checkpoint: str | Path, data: str | Path, split: str, taus: tupl
 
 
 def adjust_checkpoint(checkpoint: str | Path, out: str | Path, tau: float, data: str | Path | None = None) -> Path:
-    """Write ``checkpoint`` with its logits shifted by ``-tau * log(training prior)`` to ``out`` (.safetensors)."""
+    """Write ``checkpoint`` with its logits shifted by ``-tau * log(training prior)`` to ``out`` (.safetensors).
+
+    A checkpoint already adjusted (a shipped model) is moved to ``tau`` from the tau it has, against the prior its
+    description records: ``tau`` always counts from the model as trained."""
     from ferkit.models.checkpoint import load_checkpoint, save_checkpoint
 
     model, meta = load_checkpoint(checkpoint)
@@ -121,12 +136,11 @@ def adjust_checkpoint(checkpoint: str | Path, out: str | Path, tau: float, data:
     if not low <= tau <= 2:
         raise FerkitError(f"--tau {tau}: give a value between {low:g} and 2 (0: as trained; "
                           f"{1 + low:g} balances the classes)")
-    if meta.get("prior_adjustment"):
-        raise FerkitError(f"{checkpoint} is already adjusted for its prior; adjust the checkpoint it came from")
-    prior = training_prior(meta, data)
+    prior, folded = model_prior(meta, data)
     layer = last_linear(model, len(meta["labels"]))
     with torch.no_grad():
-        layer.bias -= tau * torch.log(torch.as_tensor(prior, dtype=layer.bias.dtype))
+        layer.bias -= (tau - folded) * torch.log(torch.as_tensor(prior, dtype=layer.bias.dtype))
+    source = meta.get("prior_adjustment", {}).get("source", str(checkpoint))
     meta = {**meta, "prior_adjustment": {"tau": tau, "prior": dict(zip(meta["labels"], prior.round(6).tolist())),
-                                         "source": str(checkpoint)}}
+                                         "source": source}}
     return save_checkpoint(out, model, meta)
