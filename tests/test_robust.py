@@ -302,6 +302,25 @@ def test_prior_cli_readjusts_an_adjusted_model_and_sweeps_it_from_the_model_as_t
     assert code == 2 and err.startswith("error: give --data") and err.count("\n") == 1
 
 
+def test_a_shipped_model_moved_to_another_tau_is_a_new_float32_model(tmp_path, capsys):
+    from ferkit.models.checkpoint import load_checkpoint, read_meta, save_checkpoint
+    from ferkit.train.prior import adjust_checkpoint
+
+    shipped = read_meta("default")
+    code, out, _ = run_main(capsys, "prior", "default", "--data", "nowhere.zip", "--tau", "0.2",
+                            "--out", tmp_path / "rare.safetensors")
+    assert code == 0 and "--data not read" in out
+    model, meta = load_checkpoint(tmp_path / "rare.safetensors")
+    assert "name" not in meta and "weights_dtype" not in meta and meta["tta"] == shipped["tta"]
+    assert meta["prior_adjustment"]["source"] == shipped["prior_adjustment"]["source"]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    damaged = {**meta, "prior_adjustment": {**meta["prior_adjustment"], "prior": {"happy": 0.5}}}
+    save_checkpoint(tmp_path / "damaged.safetensors", model, damaged)
+    with pytest.raises(FerkitError, match="damaged prior_adjustment"):
+        adjust_checkpoint(tmp_path / "damaged.safetensors", tmp_path / "no.safetensors", 0.0)
+    assert not (tmp_path / "no.safetensors").exists()
+
+
 def test_prior_sweep_cli(ferplus_run, ferplus_zip, tmp_path, capsys):
     code, out, _ = run_main(capsys, "prior", ferplus_run, "--data", ferplus_zip, "--tta", "none", "--json")
     assert code == 0

@@ -100,41 +100,43 @@ def cmd_data_agree(args: argparse.Namespace) -> int:
     from ferkit.data.agree import label_agreement, plot_agreement
     from ferkit.errors import DataError
 
-    if args.plot:
+    if args.plot is not None:
         check_out_file(args.plot, (".png",), "the plot is a PNG image", "--plot")
-    load = {"cache_dir": args.cache_dir, "progress": not args.json}
+    load = {"cache_dir": args.cache_dir, "progress": not args.json, "keep_leaks": True}  # every face of each split
     faces = load_dataset(args.path, **load)[args.split]
     other = load_dataset(args.other, **load)[args.other_split or args.split]
-    agreement = label_agreement(faces, other, args.path, args.other)
-    if not agreement.found:
-        raise DataError(f"none of the {agreement.n:,} faces of {args.path} ({args.split}) is in {args.other} "
-                        f"({other.split}); give two labellings of the same images")
-    if args.plot:
-        plot_agreement(agreement, args.plot)
+    for path, split in ((args.path, faces), (args.other, other)):
+        if not len(split):
+            raise DataError(f"{path} has no labelled faces in its {split.split!r} split; give a split with faces")
+    a = label_agreement(faces, other, args.path, args.other)
+    if a.found < a.n / 2:  # copies of the same images are found nearly all; different faces only by chance
+        raise DataError(f"only {a.found:,} of the {a.n:,} faces of {args.path} ({a.split}) are in {args.other} "
+                        f"({a.other_split}); give two labellings of the same images, the one with fewer faces first")
+    if args.plot is not None:
+        plot_agreement(a, args.plot)
     if args.json:
-        print(json.dumps(agreement.to_dict(), indent=2))
+        print(json.dumps(a.to_dict(), indent=2))
         return 0
     from rich.console import Console
     from rich.table import Table
 
-    a = agreement
+    name, other_name = (Path(x).resolve().name for x in (a.location, a.other))
     cm = np.asarray(a.counts)
-    table = Table(title=f"{Path(a.location).name} {a.split} against {Path(a.other).name} {a.other_split}")
-    for name, justify in (("label", "left"), ("faces", "right"), ("same label", "right"),
-                          (f"{Path(a.other).name} says", "left")):
-        table.add_column(name, justify=justify)
+    table = Table(title=f"{name} {a.split} against {other_name} {a.other_split}")
+    for column, justify in (("label", "left"), ("faces", "right"), ("found", "right"), ("same label", "right"),
+                            (f"{other_name} says", "left")):
+        table.add_column(column, justify=justify)
     for i, row in enumerate(a.rows):
-        total = int(cm[i].sum())
-        if not total:
-            continue
-        top = ", ".join(f"{a.cols[j]} {cm[i, j] / total:.0%}" for j in np.argsort(-cm[i], kind="stable")[:3]
+        found = int(cm[i].sum())
+        top = ", ".join(f"{a.cols[j]} {cm[i, j] / found:.0%}" for j in np.argsort(-cm[i], kind="stable")[:3]
                         if cm[i, j])
-        table.add_row(row, f"{total:,}", f"{a.per_class[row]:.1%}", top)
+        same = f"{a.per_class[row]:.1%}" if found else "-"
+        table.add_row(row, f"{a.faces[i]:,}", f"{found:,}", same, top)
     console = Console()
     console.print(table)
     console.print(f"{a.found:,} of {a.n:,} faces found in both; the same label on {a.agreement:.1%} of them",
                   highlight=False)
-    if args.plot:
+    if args.plot is not None:
         console.print(f"plot written to {args.plot}")
     return 0
 

@@ -127,8 +127,12 @@ def cmd_prior(args: argparse.Namespace) -> int:
     if args.out is not None:
         out = Path(args.out)
         check_out_file(out, (".safetensors",), "a checkpoint is a .safetensors file")
+        from ferkit.models.checkpoint import read_meta
+
+        if args.data is not None and read_meta(args.checkpoint).get("prior_adjustment"):
+            print(f"--data not read: {args.checkpoint} records the prior it was trained with")
         path = adjust_checkpoint(args.checkpoint, out, args.tau, args.data)
-        print(f"wrote {path} (logits shifted by {-args.tau:g} x log(training prior) from the model as trained)")
+        print(f"wrote {path} (logits shifted by {-args.tau + 0:g} x log(training prior) from the model as trained)")
         return 0
     if args.data is None:
         raise FerkitError("give --data: the sweep scores each tau on --split of the dataset the model was trained on")

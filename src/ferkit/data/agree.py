@@ -29,7 +29,12 @@ class Agreement:
     rows: list[str]  # the classes of location
     cols: list[str]  # the classes of other
     counts: list[list[int]]  # counts[i][j]: faces labelled rows[i] in location and cols[j] in other
-    n: int  # faces of the split of location
+    faces: list[int]  # faces[i]: faces labelled rows[i] in the split of location, found in other or not
+
+    @property
+    def n(self) -> int:
+        """Faces of the split of location."""
+        return int(sum(self.faces))
 
     @property
     def found(self) -> int:
@@ -55,7 +60,7 @@ class Agreement:
     def to_dict(self) -> dict[str, Any]:
         return {"location": self.location, "split": self.split, "other": self.other, "other_split": self.other_split,
                 "n": self.n, "found": self.found, "agreement": self.agreement, "per_class": self.per_class,
-                "rows": self.rows, "cols": self.cols, "counts": self.counts}
+                "rows": self.rows, "cols": self.cols, "counts": self.counts, "faces": self.faces}
 
 
 def label_agreement(faces: FaceSet, other: FaceSet, location: str = "", other_location: str = "") -> Agreement:
@@ -67,7 +72,7 @@ def label_agreement(faces: FaceSet, other: FaceSet, location: str = "", other_lo
     counts = np.zeros((len(faces.classes), len(other.classes)), np.int64)
     np.add.at(counts, (faces.labels[found], other.labels[index[found]]), 1)
     return Agreement(location, faces.split, other_location, other.split, list(faces.classes), list(other.classes),
-                     counts.tolist(), len(faces))
+                     counts.tolist(), np.bincount(faces.labels, minlength=len(faces.classes)).tolist())
 
 
 def plot_agreement(agreement: Agreement, path: str | Path) -> Path:
@@ -76,6 +81,6 @@ def plot_agreement(agreement: Agreement, path: str | Path) -> Path:
 
     a = agreement
     title = f"the same label on {a.agreement:.1%} of {a.found:,} faces"
-    png = matrix_png(a.counts, a.rows, a.cols, f"{Path(a.other).name} {a.other_split}",
-                     f"{Path(a.location).name} {a.split} (faces)", title)
+    png = matrix_png(a.counts, a.rows, a.cols, f"{Path(a.other).resolve().name} {a.other_split}",
+                     f"{Path(a.location).resolve().name} {a.split} (faces found)", title)
     return atomic_write(path, png)

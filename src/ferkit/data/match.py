@@ -27,9 +27,11 @@ def match_faces(query: np.ndarray, reference: np.ndarray, min_similarity: float 
     differ by a tone curve, equalization or JPEG compression still match: the FER-2013 Kaggle JPEGs and the FER+
     PNGs of the same faces agree to a median similarity of 0.997.
     """
+    index = np.full(len(query), -1, np.int64)
+    similarity = np.zeros(len(query), np.float32)
+    if len(query) == 0 or len(reference) == 0:
+        return index, similarity
     q, r = _signatures(query), _signatures(reference)
-    index = np.full(len(q), -1, np.int64)
-    similarity = np.zeros(len(q), np.float32)
     for start in range(0, len(q), chunk):
         sims = q[start:start + chunk] @ r.T  # (chunk, M)
         best = sims.argmax(1)

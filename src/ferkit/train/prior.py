@@ -46,9 +46,21 @@ def model_prior(meta: dict[str, Any], data: str | Path | None = None) -> tuple[n
     training split of ``data`` and the tau is 0."""
     adjustment = meta.get("prior_adjustment")
     if adjustment:
-        return np.array([adjustment["prior"][c] for c in meta["labels"]], np.float64), float(adjustment["tau"])
+        try:
+            prior = np.array([adjustment["prior"][c] for c in meta["labels"]], np.float64)
+            tau = float(adjustment["tau"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise FerkitError(f"the model's description has a damaged prior_adjustment ({e!r} is missing or wrong); "
+                              "adjust the checkpoint it came from") from None
+        if not (np.isfinite(prior).all() and (prior > 0).all() and np.isfinite(tau)):
+            raise FerkitError("the model's description records a prior with a class at zero or not a number; "
+                              "adjust the checkpoint it came from")
+        return prior, tau
     if data is None:
         raise FerkitError("give --data, the dataset the model was trained on: its training split gives the prior")
+    if "config" not in meta:
+        raise FerkitError("the model's description has no training recipe (config) to read its training prior from; "
+                          "adjust a checkpoint that ferkit train wrote")
     return training_prior(meta, data), 0.0
 
 
@@ -141,6 +153,8 @@ def adjust_checkpoint(checkpoint: str | Path, out: str | Path, tau: float, data:
     with torch.no_grad():
         layer.bias -= (tau - folded) * torch.log(torch.as_tensor(prior, dtype=layer.bias.dtype))
     source = meta.get("prior_adjustment", {}).get("source", str(checkpoint))
-    meta = {**meta, "prior_adjustment": {"tau": tau, "prior": dict(zip(meta["labels"], prior.round(6).tolist())),
-                                         "source": source}}
+    # A new model: not the shipped one it may come from (its name), and written in float32.
+    meta = {k: v for k, v in meta.items() if k not in ("name", "weights_dtype")}
+    meta["prior_adjustment"] = {"tau": tau, "prior": dict(zip(meta["labels"], prior.round(6).tolist())),
+                                "source": source}
     return save_checkpoint(out, model, meta)
