@@ -300,6 +300,8 @@ def test_prior_cli_readjusts_an_adjusted_model_and_sweeps_it_from_the_model_as_t
     assert code == 0 and "from the model as trained" in out
     code, _, err = run_main(capsys, "prior", adjusted)
     assert code == 2 and err.startswith("error: give --data") and err.count("\n") == 1
+    code, _, err = run_main(capsys, "prior", adjusted, "--tau", "0.1", "--out", tmp_path / "x.safetensors", "--json")
+    assert code == 2 and "the sweep's --json do nothing" in err and not (tmp_path / "x.safetensors").exists()
 
 
 def test_a_shipped_model_moved_to_another_tau_is_a_new_float32_model(tmp_path, capsys):

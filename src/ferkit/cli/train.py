@@ -33,7 +33,7 @@ def add_parsers(sub) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN", help="a run directory or a checkpoint")
     p.add_argument("--data", metavar="PATH", help="the dataset it was trained on: its training split gives the prior "
                    "(an adjusted model, such as a shipped one, records its prior) and --split is scored")
-    p.add_argument("--split", default="val", help="split to score the sweep on (default: val)")
+    p.add_argument("--split", help="split to score the sweep on (default: val)")
     p.add_argument("--tta", metavar=TTA_METAVAR, help="test-time augmentation (default: the model's own)")
     p.add_argument("--tau", type=float, help="write the model adjusted with this tau (needs --out)")
     p.add_argument("--out", metavar="OUT.safetensors", help="where to write the adjusted checkpoint")
@@ -125,6 +125,10 @@ def cmd_prior(args: argparse.Namespace) -> int:
     if (args.tau is None) != (args.out is None):
         raise FerkitError("--tau and --out go together: without them the command sweeps tau and writes nothing")
     if args.out is not None:
+        sweep_only = [o for o, v in (("--split", args.split), ("--tta", args.tta), ("--json", args.json)) if v]
+        if sweep_only:
+            raise FerkitError(f"the sweep's {', '.join(sweep_only)} do nothing with --tau and --out, which write a "
+                              "model and score nothing; leave them out")
         out = Path(args.out)
         check_out_file(out, (".safetensors",), "a checkpoint is a .safetensors file")
         from ferkit.models.checkpoint import read_meta
@@ -136,6 +140,7 @@ def cmd_prior(args: argparse.Namespace) -> int:
         return 0
     if args.data is None:
         raise FerkitError("give --data: the sweep scores each tau on --split of the dataset the model was trained on")
+    args.split = args.split or "val"
     prior, rows = sweep_prior(args.checkpoint, args.data, args.split, tta=args.tta,
                               progress=not args.json and sys.stderr.isatty())
     if args.json:
