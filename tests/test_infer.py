@@ -563,10 +563,14 @@ def test_predict_json_schema(capsys):
     assert empty["faces"] == []
 
 
-def test_predict_csv_rows(capsys):
-    code, out, _ = run_predict(capsys, "sample", NO_FACE, "--csv")
+def test_predict_csv_rows(clip, capsys):
+    code, out, _ = run_predict(capsys, "sample", NO_FACE, clip[0], "--csv")
     rows = list(csv.DictReader(out.splitlines()))
-    assert code == 0 and len(rows) == 2
+    video = [r for r in rows if r["source"] == str(clip[0])]
+    assert code == 0 and len(rows) == 2 + len(video) and len(video) >= len(clip[1])  # a row per face per frame
+    assert {r["frame"] for r in video} == {str(i) for i in range(len(clip[1]))}
+    assert all(r["track_id"] != "" and r["short_track"] in ("0", "1") and r["emotion"] for r in video)
+    rows = rows[:2]
     assert rows[0]["source"] == str(SAMPLE_PHOTO) and rows[0]["emotion"] == "happy" and rows[0]["faces"] == "1"
     assert rows[1]["source"] == str(NO_FACE) and rows[1]["faces"] == "0" and rows[1]["emotion"] == ""
     assert rows[0]["track_id"] == "" and float(rows[0]["happy"]) == float(rows[0]["score"])

@@ -226,14 +226,15 @@ def predict_camera(camera: int, recognizer: Recognizer, out: str | Path | None =
 
 
 def face_columns(labels: Sequence[str]) -> list[str]:
-    return ["source", "status", "reason", "faces", "frame", "time_s", "track_id", "x", "y", "w", "h", *labels,
-            "emotion", "score"]
+    return ["source", "status", "reason", "faces", "frame", "time_s", "track_id", "short_track", "x", "y", "w", "h",
+            *labels, "emotion", "score"]
 
 
 def face_rows(run: PredictRun) -> list[dict[str, Any]]:
     """One row per face of every photo and per tracked face per frame of every video (columns ``face_columns``):
-    source, status (ok or unreadable), reason, faces (in the photo or frame), frame, time_s, track_id (the last
-    three empty for photos), x, y, w, h, one column per emotion, emotion, score. A photo without a face and an
+    source, status (ok or unreadable), reason, faces (in the photo or frame), frame, time_s, track_id, short_track
+    (1 for a face seen too briefly for the summaries; these four empty for photos), x, y, w, h, one column per
+    emotion, emotion, score. A photo without a face and an
     unreadable input keep one row, its face columns empty."""
     labels = run.settings["labels"]
     rows = []
@@ -242,7 +243,7 @@ def face_rows(run: PredictRun) -> list[dict[str, Any]]:
             rows.append({"source": r.source, "status": "unreadable", "reason": r.reason, "faces": ""})
         elif isinstance(r, PhotoResult):
             base = {"source": r.source, "status": "ok", "reason": "", "faces": len(r.faces), "frame": "",
-                    "time_s": "", "track_id": ""}
+                    "time_s": "", "track_id": "", "short_track": ""}
             rows += [{**base, **dict(zip("xywh", f.box)), **(d := f.to_dict())["emotions"], "emotion": d["emotion"],
                       "score": d["score"]} for f in r.faces] or [base]
         else:
