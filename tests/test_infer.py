@@ -660,12 +660,22 @@ def test_out_inside_a_file_is_one_line(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1 and "notes.txt is a file, not a folder" in err
 
 
-def test_out_folder_never_overwrites_an_input(tmp_path, capsys):
+def test_out_folder_never_overwrites_an_input_or_a_file_it_did_not_write(tmp_path, capsys):
     (tmp_path / "astronaut.jpg").write_bytes(SAMPLE_PHOTO.read_bytes())
-    code, _, err = run_predict(capsys, tmp_path, "--out", tmp_path)
-    assert code == 2 and "astronaut.jpg is an input and would be overwritten" in err
-    assert [p.name for p in tmp_path.iterdir()] == ["astronaut.jpg"]
-    assert (tmp_path / "astronaut.jpg").read_bytes() == SAMPLE_PHOTO.read_bytes()
+    (tmp_path / "notes_timeline.csv").write_text("the user's own notes")
+    code, _, _ = run_predict(capsys, tmp_path / "astronaut.jpg", "--out", tmp_path)
+    assert code == 0 and (tmp_path / "astronaut.jpg").read_bytes() == SAMPLE_PHOTO.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["astronaut-2.jpg", "astronaut.jpg", "notes_timeline.csv",
+                                                           "results.json"]
+    # Run again: its own outputs are replaced, not multiplied; an annotated output given as input is refused.
+    assert run_predict(capsys, tmp_path / "astronaut.jpg", "--out", tmp_path)[0] == 0
+    assert len(list(tmp_path.iterdir())) == 4
+    code, _, err = run_predict(capsys, tmp_path / "astronaut-2.jpg", "--out", tmp_path)
+    assert code == 2 and "astronaut-2.jpg is an input and would be overwritten" in err
+    (tmp_path / "results.json").write_text("a file of the user's")
+    code, _, err = run_predict(capsys, "sample", "--out", tmp_path)
+    assert code == 2 and "results.json was not written by ferkit predict" in err and err.count("\n") == 1
+    assert (tmp_path / "notes_timeline.csv").read_text() == "the user's own notes"
 
 
 def test_corrupt_video_error_is_alone_on_stderr(bad):

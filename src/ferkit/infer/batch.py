@@ -94,10 +94,10 @@ class PredictRun:
         return [*found, str(Path(self.out) / RESULTS_FILE)]
 
 
-def output_names(paths: list[Path], kinds: list[str]) -> list[tuple[str, ...]]:
+def output_names(paths: list[Path], kinds: list[str], taken: set[str] | None = None) -> list[tuple[str, ...]]:
     """File names in the output folder per input: (<name>.jpg,) for photos, (<name>.mp4, <name>_timeline.csv) for
-    videos; a name already taken gets -2, -3, ... ."""
-    taken, out = {RESULTS_FILE}, []
+    videos; a name already taken (by another input, or in ``taken``) gets -2, -3, ... ."""
+    taken, out = {RESULTS_FILE, *(taken or ())}, []
     for path, kind in zip(paths, kinds):
         ext, stem, i = (".jpg" if kind == "image" else ".mp4"), path.stem, 2
         while f"{stem}{ext}" in taken or f"{stem}_timeline.csv" in taken:
@@ -106,6 +106,22 @@ def output_names(paths: list[Path], kinds: list[str]) -> list[tuple[str, ...]]:
         taken.update(names)
         out.append(names)
     return out
+
+
+def foreign_files(out_dir: Path) -> set[str]:
+    """Names of the files in ``out_dir`` that no earlier run wrote: new results never take them. An earlier run's
+    results.json lists what it wrote, and a new run into the same folder replaces those."""
+    if not out_dir.is_dir():
+        return set()
+    ours: set[str] = set()
+    if (out_dir / RESULTS_FILE).is_file():
+        try:
+            previous = json.loads((out_dir / RESULTS_FILE).read_text())["results"]
+            ours = {Path(r[k]).name for r in previous for k in ("annotated", "out_video", "out_csv") if r.get(k)}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise FerkitError(f"{out_dir / RESULTS_FILE} was not written by ferkit predict and would be overwritten; "
+                              "give another --out folder") from None
+    return {p.name for p in out_dir.iterdir() if p.name not in ours and p.name != RESULTS_FILE}
 
 
 def predict_inputs(inputs: Sequence[str | Path], recognizer: Recognizer, out: str | Path | None = None, *,
@@ -124,7 +140,7 @@ def predict_inputs(inputs: Sequence[str | Path], recognizer: Recognizer, out: st
         video = paths[kinds.index("video")]
         raise FerkitError(f"{video}: without face detection each input must be a face photo, not a video")
     out_dir = check_out_dir(out) if out is not None else None
-    names = output_names(paths, kinds)
+    names = output_names(paths, kinds, foreign_files(out_dir) if out_dir is not None else None)
     stage, created = None, []
     if out_dir is not None:
         inputs_resolved = {p.resolve() for p in paths}
