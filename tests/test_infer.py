@@ -678,6 +678,18 @@ def test_out_folder_never_overwrites_an_input_or_a_file_it_did_not_write(tmp_pat
     assert (tmp_path / "notes_timeline.csv").read_text() == "the user's own notes"
 
 
+@pytest.mark.parametrize("size", [(1, 9), (9, 1), (1, 1)])
+def test_a_video_one_pixel_wide_or_high_is_written(size, tmp_path, capsys):
+    path = tmp_path / "thin.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
+    for i in range(5):
+        writer.write(np.full((size[1], size[0], 3), 40 * i, np.uint8))
+    writer.release()
+    code, out, err = run_predict(capsys, path, "--out", tmp_path / "out")
+    assert code == 0 and "no face found" in out and err == ""
+    assert cv2.VideoCapture(str(tmp_path / "out" / "thin.mp4")).read()[0]
+
+
 def test_corrupt_video_error_is_alone_on_stderr(bad):
     """In a fresh process (where FFmpeg's own logging is set up) nothing but ferkit's line reaches stderr."""
     run = subprocess.run([sys.executable, "-m", "ferkit", "predict", "garbage.mp4"], cwd=bad, capture_output=True,

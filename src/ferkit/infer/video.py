@@ -277,7 +277,7 @@ def timeline_csv(rows: list[dict[str, Any]], labels: list[str]) -> str:
 class VideoFile:
     """The annotated video, written as it is made, to a temporary file beside ``path`` that ``commit`` renames into
     place: H.264 in 4:2:0 with its index first (what browsers play), encoded by PyAV in one pass; odd widths and
-    heights lose their last pixel, which 4:2:0 cannot hold."""
+    heights lose their last pixel, which 4:2:0 cannot hold, and a side of one pixel is doubled."""
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int]):
         import av
@@ -285,7 +285,7 @@ class VideoFile:
         fd, self.tmp = temp_beside(path, VIDEO_SUFFIX)
         os.close(fd)
         self.path, self.size = path, size
-        self.even = (size[0] // 2 * 2, size[1] // 2 * 2)
+        self.even = (max(2, size[0] // 2 * 2), max(2, size[1] // 2 * 2))
         rate = Fraction(fps if fps > 0 else DEFAULT_FPS).limit_denominator(1001)
         try:
             self.container = av.open(str(self.tmp), "w", options={"movflags": "+faststart"})
@@ -303,7 +303,11 @@ class VideoFile:
 
         if (image.shape[1], image.shape[0]) != self.size:
             image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:self.even[1], :self.even[0]]), format="bgr24")
+        image = image[:self.even[1], :self.even[0]]
+        if image.shape[:2] != self.even[::-1]:  # a side of one pixel, doubled
+            image = cv2.copyMakeBorder(image, 0, self.even[1] - image.shape[0], 0, self.even[0] - image.shape[1],
+                                       cv2.BORDER_REPLICATE)
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
 
