@@ -678,6 +678,20 @@ def test_out_folder_never_overwrites_an_input_or_a_file_it_did_not_write(tmp_pat
     assert (tmp_path / "notes_timeline.csv").read_text() == "the user's own notes"
 
 
+def test_a_face_seen_too_briefly_to_summarise_is_said(tmp_path, capsys):
+    path = tmp_path / "short.avi"
+    photo = cv2.imread(str(SAMPLE_PHOTO))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, photo.shape[1::-1])
+    for _ in range(4):
+        writer.write(photo)
+    writer.release()
+    code, out, _ = run_predict(capsys, path)
+    assert code == 0 and "1 face seen in fewer than 10 frames" in out and "no face found" not in out
+    code, out, _ = run_predict(capsys, path, "--json")
+    (video,) = json.loads(out)["results"]
+    assert (video["tracks"], video["brief_tracks"], video["timeline_rows"]) == ([], 1, 4)
+
+
 @pytest.mark.parametrize("size", [(1, 9), (9, 1), (1, 1)])
 def test_a_video_one_pixel_wide_or_high_is_written(size, tmp_path, capsys):
     path = tmp_path / "thin.avi"

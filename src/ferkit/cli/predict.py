@@ -126,8 +126,9 @@ def print_predictions(run) -> None:
 
     from ferkit.infer import PhotoResult
     from ferkit.infer.batch import FailedInput
+    from ferkit.infer.video import MIN_TRACK_FRAMES
 
-    console = Console()
+    console = Console(soft_wrap=True)  # a line is not broken inside a message when stdout is not a terminal
     for r in run.results:
         name = escape(Path(r.source).name)
         if isinstance(r, FailedInput):
@@ -144,9 +145,13 @@ def print_predictions(run) -> None:
                 (top, p1), (second, p2) = sorted(f.emotions.items(), key=lambda kv: -kv[1])[:2]
                 table.add_row(str(i), ", ".join(map(str, f.box)), top, f"{p1:.1%}", f"{second} {p2:.1%}")
         else:
-            head = f"{name}: {r.frames} frames at {r.fps:.0f} fps, {r.frames_per_s:.1f} frames/s processed"
+            head = (f"{name}: {r.frames} frame{'s' * (r.frames != 1)} at {r.fps:.0f} fps, "
+                    f"{r.frames_per_s:.1f} frames/s processed")
             if not r.tracks:
-                console.print(f"{head}; no face found", highlight=False)
+                brief = r.brief_tracks
+                found = (f"{brief} face{'s' * (brief > 1)} seen in fewer than {MIN_TRACK_FRAMES} frames, too briefly "
+                         "to summarise (the timeline has their frames)") if brief else "no face found"
+                console.print(f"{head}; {found}", highlight=False)
                 continue
             table = new_table(f"{head}; {len(r.tracks)} tracked face{'s' * (len(r.tracks) > 1)}",
                               ("track", "seen (s)", "frames", "dominant emotion", "mean probability"),

@@ -259,11 +259,17 @@ class VideoResult:
         """Frames processed per second of wall time."""
         return self.frames / self.processing_s if self.processing_s else 0.0
 
+    @property
+    def brief_tracks(self) -> int:
+        """Faces tracked in fewer than ``MIN_TRACK_FRAMES`` frames: in the timeline, left out of ``tracks``."""
+        return len({r["track_id"] for r in self.timeline} - {t.track_id for t in self.tracks})
+
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("tracks", "timeline")}
         return {**d, "status": "ok", "duration_s": round(self.duration_s, 3),
                 "processing_s": round(self.processing_s, 3), "frames_per_s": round(self.frames_per_s, 2),
-                "timeline_rows": len(self.timeline), "tracks": [t.to_dict() for t in self.tracks]}
+                "timeline_rows": len(self.timeline), "brief_tracks": self.brief_tracks,
+                "tracks": [t.to_dict() for t in self.tracks]}
 
 
 def timeline_csv(rows: list[dict[str, Any]], labels: list[str]) -> str:
