@@ -61,5 +61,14 @@ def test_api_errors_are_also_the_builtin_a_caller_expects():
         check_image([[0, 1], [2, 3]])
     with pytest.raises(ValueError, match="train.epochs"):
         load_config(None, ["train.epochs=0"])
+    with pytest.raises(LookupError, match="nope: no such model"):
+        ferkit.Recognizer.load("nope")
+    with pytest.raises(TypeError, match="model: give a name or a path"):
+        ferkit.Recognizer.load(None)
+    with pytest.raises(ValueError, match="foo is not among them"):
+        ferkit.Recognizer.load(classes=["happy", "foo"])
+    with pytest.raises(TypeError, match="classes: give emotion names"):
+        ferkit.Recognizer.load(classes=[1, 2])
+    assert ferkit.Recognizer.load(classes="happy, sad").labels == ["happy", "sad"]  # as on the command line
     with pytest.raises(ferkit.FerkitError):  # and each is still a FerkitError, which the CLI prints in one line
         ferkit.create_model("resnet9000")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ferkit.errors import FerkitError, UnknownNameError
+from ferkit.errors import FerkitError, InputError, InputTypeError, UnknownNameError
 from ferkit.models.predict import Member, check_tta, load_members, predict_proba
 from ferkit.labels import canonical
 from ferkit.models.checkpoint import is_onnx, resolve_checkpoint
@@ -36,12 +36,14 @@ class Classifier:
         if self.classes is None:
             return
         model_labels = list(self.members[0][1]["labels"])
+        if not all(isinstance(c, str) for c in self.classes):
+            raise InputTypeError(f"classes: give emotion names, such as {model_labels[:2]}")
         wanted = [canonical(c) for c in self.classes]
         unknown = [c for c in wanted if c not in model_labels]
         if unknown or len(wanted) < 2 or len(set(wanted)) != len(wanted):
             what = (f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not among them" if unknown
                     else "give at least two different ones")
-            raise FerkitError(f"classes: the model answers {', '.join(model_labels)}; {what}")
+            raise InputError(f"classes: the model answers {', '.join(model_labels)}; {what}")
         self.classes = [c for c in model_labels if c in wanted]  # the model's order
         self._columns = [model_labels.index(c) for c in self.classes]  # found once, not per frame
 
@@ -96,4 +98,6 @@ def load_classifier(model: str | Path = "default", backend: str | None = None, t
         raise FerkitError(f"{model} is an ONNX export and runs on the onnxruntime backend, not {backend}; "
                           "leave out the backend or give a .safetensors checkpoint")
     path = BACKENDS[backend](model)
+    if isinstance(classes, str):  # "happy,sad,neutral", as on the command line
+        classes = [c for c in classes.split(",") if c.strip()]
     return Classifier(load_members([path]), tta, backend, str(path), list(classes) if classes is not None else None)

@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save
 
-from ferkit.errors import FerkitError
+from ferkit.errors import FerkitError, InputTypeError, UnknownNameError
 from ferkit.fileio import atomic_write
 
 META_KEY = "ferkit"
@@ -57,6 +57,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
     from ferkit.models.hub import HUB_WEIGHTS, hub_weights, is_hub_id
     from ferkit.models.weights import WEIGHTS, names
 
+    if not isinstance(path, (str, Path)):
+        raise InputTypeError(f"model: give a name or a path, not {type(path).__name__}")
     if str(path) in WEIGHTS:
         return WEIGHTS[str(path)].path
     if is_hub_id(str(path)):
@@ -68,7 +70,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     elif path.suffix == ".json":
         path = path.with_suffix(".safetensors")
     if not path.is_file():
-        raise FerkitError(f"{path}: no such model; give a shipped model ({names()}), a run directory, a "
+        raise UnknownNameError(f"{path}: no such model; give a shipped model ({names()}), a run directory, a "
                           ".safetensors checkpoint, an .onnx export or a Hub model (hf-hub:owner/name)")
     return path
 
