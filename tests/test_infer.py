@@ -690,6 +690,22 @@ def test_a_face_seen_too_briefly_to_summarise_is_said(tmp_path, capsys):
     code, out, _ = run_predict(capsys, path, "--json")
     (video,) = json.loads(out)["results"]
     assert (video["tracks"], video["brief_tracks"], video["timeline_rows"]) == ([], 1, 4)
+    assert (video["frames_announced"], video["truncated"]) == (4, False)
+
+
+def test_a_truncated_video_says_how_much_of_it_was_read(tmp_path, capsys):
+    path = tmp_path / "long.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(40):
+        writer.write(np.full((48, 64, 3), 5 * i, np.uint8))
+    writer.release()
+    data = path.read_bytes()
+    (tmp_path / "half.avi").write_bytes(data[: len(data) // 2])
+    code, out, _ = run_predict(capsys, tmp_path / "half.avi", "--json")
+    (video,) = json.loads(out)["results"]
+    assert code == 0 and video["truncated"] and video["frames"] < video["frames_announced"] == 40
+    code, out, _ = run_predict(capsys, tmp_path / "half.avi")
+    assert f"{video['frames']} of the 40 frames its header announces (truncated?)" in out
 
 
 @pytest.mark.parametrize("size", [(1, 9), (9, 1), (1, 1)])

@@ -145,8 +145,9 @@ def print_predictions(run) -> None:
                 (top, p1), (second, p2) = sorted(f.emotions.items(), key=lambda kv: -kv[1])[:2]
                 table.add_row(str(i), ", ".join(map(str, f.box)), top, f"{p1:.1%}", f"{second} {p2:.1%}")
         else:
-            head = (f"{name}: {r.frames} frame{'s' * (r.frames != 1)} at {r.fps:.0f} fps, "
-                    f"{r.frames_per_s:.1f} frames/s processed")
+            read = (f"{r.frames} of the {r.frames_announced} frames its header announces (truncated?)" if r.truncated
+                    else f"{r.frames} frame{'s' * (r.frames != 1)}")
+            head = f"{name}: {read} at {r.fps:.0f} fps, {r.frames_per_s:.1f} frames/s processed"
             if not r.tracks:
                 brief = r.brief_tracks
                 found = (f"{brief} face{'s' * (brief > 1)} seen in fewer than {MIN_TRACK_FRAMES} frames, too briefly "

@@ -248,6 +248,12 @@ class VideoResult:
     timeline: list[dict[str, Any]] = field(repr=False)  # rows as in the CSV (not in to_dict)
     out_video: str | None = None
     out_csv: str | None = None
+    frames_announced: int | None = None  # what the file's header says it holds (None: it does not say)
+
+    @property
+    def truncated(self) -> bool:
+        """Fewer frames could be read than the header announces (beyond the few a header's estimate may be off)."""
+        return bool(self.frames_announced) and self.frames + max(2, self.frames_announced // 20) < self.frames_announced
 
     @property
     def duration_s(self) -> float:
@@ -268,7 +274,7 @@ class VideoResult:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("tracks", "timeline")}
         return {**d, "status": "ok", "duration_s": round(self.duration_s, 3),
                 "processing_s": round(self.processing_s, 3), "frames_per_s": round(self.frames_per_s, 2),
-                "timeline_rows": len(self.timeline), "brief_tracks": self.brief_tracks,
+                "truncated": self.truncated, "timeline_rows": len(self.timeline), "brief_tracks": self.brief_tracks,
                 "tracks": [t.to_dict() for t in self.tracks]}
 
 
@@ -413,4 +419,5 @@ def process_video(source: str | Path | int, recognizer: Recognizer, out_video: s
         return VideoResult(src.name, src.kind, recognizer.labels, src.fps, size[0], size[1], n,
                            time.perf_counter() - start, follow.tracker.summaries(), rows,
                            str(out_video) if out_video is not None else None,
-                           str(out_csv) if out_csv is not None else None)
+                           str(out_csv) if out_csv is not None else None,
+                           src.frame_count if src.kind == "video" else None)
