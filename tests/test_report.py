@@ -25,7 +25,7 @@ from ferkit.models.predict import load_members
 from ferkit.models import create_model
 from ferkit.report import make_report
 from ferkit.report.compare import model_view
-from ferkit.report.runs import resolve_run
+from ferkit.report.runs import best_row, resolve_run
 from ferkit.train.trainer import train
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -157,6 +157,9 @@ def test_shipped_models_and_checkpoint_files_find_their_history(runs, tmp_path):
         assert shipped.name == name and shipped.metrics_file.name == f"{name}_metrics.csv"
         # the curves cover the whole training of the shipped weights (the default: 120 epochs, then 4 of its head)
         assert len(shipped.history) >= read_meta(name)["metrics"]["epoch"] and len(shipped.history) > 10
+        saved = read_meta(name)["metrics"]  # the row the report shows for the weights is theirs
+        row = best_row(shipped, read_meta(name))
+        assert (row["stage"], row["val_accuracy"]) == (saved["stage"], pytest.approx(saved["val_accuracy"]))
     ckpt = tmp_path / "mine.safetensors"
     shutil.copy(runs["fernet"] / "best.safetensors", ckpt)
     assert resolve_run(ckpt).history == [] and resolve_run(ckpt).name == "mine"

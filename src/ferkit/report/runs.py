@@ -86,6 +86,7 @@ def resolve_runs(specs: list[str | Path]) -> list[RunSource]:
 def best_row(run: RunSource, meta: dict[str, Any]) -> dict[str, float]:
     """The metrics of the epoch the checkpoint was saved at: its history row, else the checkpoint's own copy."""
     saved = meta.get("metrics") or {}
-    epoch = saved.get("epoch")
-    row = next((r for r in run.history if epoch is not None and r.get("epoch") == float(epoch)), None)
+    epoch, stage = saved.get("epoch"), saved.get("stage")
+    row = next((r for r in run.history if epoch is not None and r.get("epoch") == float(epoch)
+                and (stage is None or r.get("stage", stage) == float(stage))), None)
     return {**saved, **(row or {})}
