@@ -48,7 +48,7 @@ def nan_weights(state: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory, fer_zip) -> dict[str, tuple[list, list[Path]]]:
+def corpus(tmp_path_factory, decoded_fer_zip) -> dict[str, tuple[list, list[Path]]]:
     """Case name -> (command line, paths that must not exist afterwards)."""
     t = tmp_path_factory.mktemp("corpus")
     photo = str(PHOTO)
@@ -75,7 +75,7 @@ def corpus(tmp_path_factory, fer_zip) -> dict[str, tuple[list, list[Path]]]:
     (t / "results").mkdir()
     (t / "results" / "results.json").mkdir()  # a folder where predict's results file must go
     recipe = str(Path(__file__).parents[1] / "configs" / "default.yaml")
-    fer = str(fer_zip)
+    fer = str(decoded_fer_zip)  # decoded already: no progress bar beside the error line
     ckpt = {name: tampered(t / name, change, weights) for name, change, weights in [
         ("labels_text", lambda m: m.update(labels="happy"), None),
         ("labels_one", lambda m: m.update(labels=["happy"]), None),
@@ -138,6 +138,9 @@ def corpus(tmp_path_factory, fer_zip) -> dict[str, tuple[list, list[Path]]]:
         "train: data glob": (["train", recipe, "--data", "*x", "--out", o / "t17"], [o / "t17"]),
         "train: --out under /proc": (["train", recipe, "--data", fer, "--out", "/proc/ferkit-run"], []),
         "train: --out is a file": (["train", recipe, "--data", fer, "--out", t / "afile"], []),
+        "train: no such val split": (["train", recipe, "--data", fer, "--out", o / "t6", "--data.val_split", "nope",
+                                      "--data.soft_labels", "false"],
+                                     [o / "t6"]),
         "train: resume nothing": (["train", "--resume", t / "empty"], []),
         "train: resume a model": (["train", "--resume", ckpt["arch"].parent], []),
         "data inspect: missing": (["data", "inspect", t / "nope.zip"], []),
@@ -190,7 +193,8 @@ CASES = [  # the corpus's case names, listed here so that pytest can name each t
     "train: python tag", "train: empty recipe", "train: missing recipe", "train: unparsable override",
     "train: --epochs 0", "train: --epochs -1", "train: batch size 0", "train: lr nan", "train: limit 0",
     "train: unknown key", "train: unknown model", "train: one class left", "train: data glob",
-    "train: --out under /proc", "train: --out is a file", "train: resume nothing", "train: resume a model",
+    "train: --out under /proc", "train: --out is a file", "train: no such val split", "train: resume nothing",
+    "train: resume a model",
     "data inspect: missing", "data inspect: not a zip", "data inspect: plot not png",
     "data inspect: plot under /proc", "data clean: empty folder", "data clean: --out under /proc",
     "export: unknown model", "export: not .onnx", "export: under /proc", "export: garbage checkpoint",

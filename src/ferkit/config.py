@@ -32,7 +32,7 @@ class DataConfig:
     drop: list[str] = field(default_factory=list)  # classes to leave out, e.g. [disgust]
     rename: dict[str, str] = field(default_factory=dict)  # e.g. {anger: angry}; several to one merges classes
     val_split: str = "val"  # split used for validation and model selection ("test" = PublicTest for Kaggle FER)
-    val_fraction: float = 0.1  # when val_split is missing: stratified fraction split off train
+    val_fraction: float = 0.1  # when the data has no "val" split: stratified fraction split off train
     exclude: Any = None  # true: leave out files `ferkit data clean` flags; or a flagged.csv path
     keep_leaks: bool = False  # train on training copies of evaluation images (scores on those are then not clean)
     soft_labels: bool = False  # train on FER+ vote distributions instead of majority labels

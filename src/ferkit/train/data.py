@@ -50,6 +50,9 @@ def prepare_data(cfg: DataConfig, seed: int, run_dir: Path | None = None, progre
                                             progress)
     if cfg.val_split in ds.splits:
         val, made = ds[cfg.val_split], False
+    elif cfg.val_split != "val":  # only the default name falls back to a split made from train
+        raise DataError(f"data.val_split: {ds.location} has no {cfg.val_split!r} split; it has: "
+                        f"{', '.join(ds.splits)} (or leave it at 'val' to split {cfg.val_fraction:g} off train)")
     else:
         train, val = split_off(train, cfg.val_fraction, seed, name="val")
         made = True
