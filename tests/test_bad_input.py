@@ -139,7 +139,7 @@ def corpus(tmp_path_factory, decoded_fer_zip) -> dict[str, tuple[list, list[Path
         "train: --out under /proc": (["train", recipe, "--data", fer, "--out", "/proc/ferkit-run"], []),
         "train: --out is a file": (["train", recipe, "--data", fer, "--out", t / "afile"], []),
         "train: no such val split": (["train", recipe, "--data", fer, "--out", o / "t6", "--data.val_split", "nope",
-                                      "--data.soft_labels", "false"],
+                                      "--data.soft_labels", "false", "--epochs", "1", "--data.limit_per_class", "5"],
                                      [o / "t6"]),
         "train: resume nothing": (["train", "--resume", t / "empty"], []),
         "train: resume a model": (["train", "--resume", ckpt["arch"].parent], []),
