@@ -1,7 +1,9 @@
 """Classification metrics of predicted probabilities against true labels, as one JSON-ready result.
 
 Metrics run over the model's full label list: a model class the data has no image of keeps its row and column
-(support 0, recall and F1 0 by convention) and still counts in the macro average, and predicting it is an error.
+(support 0, precision, recall and F1 0 by convention) and predicting it is an error, counted against accuracy and
+the recall of the true class. The macro and weighted averages run over the classes the data has, so such answers
+lower no class's precision there: read the confusion matrix's column of that class.
 """
 
 from __future__ import annotations
