@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
+from conftest import zip_folder
 from ferkit.data import find_issues, load_dataset, scan_dataset, write_report
 from ferkit.data.scan import default_cache_dir
 from ferkit.errors import DataError
@@ -159,6 +160,15 @@ def test_cache_hit_and_invalidation(kaggle_folder):
     changed = scan_dataset(kaggle_folder)
     assert len(changed) == len(first) + 1
     assert len(set(cache.glob("scan-*.npz")) - files) == 1
+
+
+def test_a_copy_served_from_the_cache_is_named_by_its_own_path(kaggle_folder, tmp_path):
+    first = zip_folder(kaggle_folder, tmp_path / "first.zip")
+    copy = tmp_path / "copy.zip"
+    shutil.copy(first, copy)
+    assert scan_dataset(first, cache_dir=tmp_path / "c").location.startswith(str(first))
+    assert scan_dataset(copy, cache_dir=tmp_path / "c").location.startswith(str(copy))
+    assert len(list((tmp_path / "c").glob("scan-*.npz"))) == 1  # the same content, decoded once
 
 
 def test_cache_dir_option_and_corrupt_cache(kaggle_folder, tmp_path):

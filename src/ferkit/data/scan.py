@@ -9,7 +9,7 @@ import hashlib
 import logging
 import io
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import cv2
@@ -84,7 +84,8 @@ def scan_dataset(
         try:
             with np.load(cached, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-            return Scan(**{f.name: _unbox(arrays[f.name]) for f in fields(Scan)})
+            scan = Scan(**{f.name: _unbox(arrays[f.name]) for f in fields(Scan)})
+            return replace(scan, location=reader.location)  # the same content, perhaps first read elsewhere
         except (OSError, ValueError, KeyError) as e:
             log.warning("ignoring unreadable cache file %s (%s)", cached, e)
     scan = _decode_all(reader, fingerprint, size, progress)
