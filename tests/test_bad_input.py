@@ -74,6 +74,8 @@ def corpus(tmp_path_factory, decoded_fer_zip) -> dict[str, tuple[list, list[Path
     (t / "trunc.jpg").write_bytes(data[: len(data) // 3])
     (t / "results").mkdir()
     (t / "results" / "results.json").mkdir()  # a folder where predict's results file must go
+    (t / "evalout" / "reliability.png").mkdir(parents=True)  # a folder where evaluate's last file must go
+    (t / "report.md").mkdir()  # a folder where a report's Markdown twin must go
     recipe = str(Path(__file__).parents[1] / "configs" / "default.yaml")
     fer = str(decoded_fer_zip)  # decoded already: no progress bar beside the error line
     ckpt = {name: tampered(t / name, change, weights) for name, change, weights in [
@@ -113,6 +115,8 @@ def corpus(tmp_path_factory, decoded_fer_zip) -> dict[str, tuple[list, list[Path
         "evaluate: empty folder": (["evaluate", "default", "--data", t / "empty"], []),
         "evaluate: unknown split": (["evaluate", "default", "--data", fer, "--split", "nope"], []),
         "evaluate: --out under /proc": (["evaluate", "default", "--data", fer, "--out", "/proc/ferkit-eval"], []),
+        "evaluate: a result is a folder": (["evaluate", "default", "--data", fer, "--out", t / "evalout"],
+                                           [t / "evalout" / "metrics.json"]),
         "evaluate: checkpoint nan": (["evaluate", ckpt["nan"], "--data", fer], []),
         "train: recipe is a list": (["train", t / "list.yaml", "--data", fer, "--out", o / "t1"], [o / "t1"]),
         "train: recipe is a number": (["train", t / "scalar.yaml", "--data", fer, "--out", o / "t2"], [o / "t2"]),
@@ -166,6 +170,8 @@ def corpus(tmp_path_factory, decoded_fer_zip) -> dict[str, tuple[list, list[Path
         "report: missing run": (["report", t / "nope", "--data", fer, "--out", o / "r.html"], [o / "r.html"]),
         "report: not a run": (["report", t / "empty", "--data", fer, "--out", o / "r.html"], [o / "r.html"]),
         "report: not html": (["report", "default", "--data", fer, "--out", o / "r.txt"], [o / "r.txt"]),
+        "report: markdown twin is a folder": (["report", "default", "--data", fer, "--out", t / "report.html"],
+                                              [t / "report.html"]),
         "prior: missing run": (["prior", t / "nope", "--data", fer], []),
         "prior: tau without out": (["prior", "default", "--data", fer, "--tau", "0.3"], []),
         "bench detect: no faces": (["bench", "detect", "--data", fer, "--faces", "0"], []),
@@ -188,7 +194,7 @@ CASES = [  # the corpus's case names, listed here so that pytest can name each t
                                           "channels", "arch", "nan")],
     "evaluate: unknown model", "evaluate: not a zip", "evaluate: csv header", "evaluate: csv pixels not numbers",
     "evaluate: csv short row", "evaluate: empty csv", "evaluate: empty folder", "evaluate: unknown split",
-    "evaluate: --out under /proc", "evaluate: checkpoint nan",
+    "evaluate: --out under /proc", "evaluate: a result is a folder", "evaluate: checkpoint nan",
     "train: recipe is a list", "train: recipe is a number", "train: binary recipe", "train: latin-1 recipe",
     "train: python tag", "train: empty recipe", "train: missing recipe", "train: unparsable override",
     "train: --epochs 0", "train: --epochs -1", "train: batch size 0", "train: lr nan", "train: limit 0",
@@ -201,7 +207,8 @@ CASES = [  # the corpus's case names, listed here so that pytest can name each t
     "export: checkpoint nan", "export: hub under /proc", "export: hub is a file",
     "batch: empty folder", "batch: missing input", "batch: not a zip", "batch: --out under /proc",
     "batch: detect every 0", "batch: chunk 0",
-    "report: missing run", "report: not a run", "report: not html", "prior: missing run", "prior: tau without out",
+    "report: missing run", "report: not a run", "report: not html", "report: markdown twin is a folder",
+    "prior: missing run", "prior: tau without out",
     "bench detect: no faces", "bench detect: missing data", "serve: port out of range", "serve: unknown model",
     "serve: endless batch wait", "serve: timeout nan", "serve: upload limit inf",
 ]

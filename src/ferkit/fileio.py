@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from ferkit.errors import FerkitError
@@ -33,13 +34,22 @@ def _check_writable(out: Path, flag: str, start: Path) -> None:
             return
 
 
-def check_out_dir(out: str | Path, flag: str = "--out") -> Path:
-    """``out`` as a folder that can be created (or exists) and written in; checked before any work starts."""
+def check_out_dir(out: str | Path, flag: str = "--out", files: Sequence[str] = ()) -> Path:
+    """``out`` as a folder that can be created (or exists) and written in, with room for the result ``files`` (none
+    of them a folder); checked before any work starts."""
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise FerkitError(f"{flag} {out} is a file, not a folder; give a folder for the results")
+    check_not_folders([out / f for f in files], flag)
     _check_writable(out, flag, out)
     return out
+
+
+def check_not_folders(paths: Sequence[Path], flag: str = "--out") -> None:
+    """Each of ``paths``, where a result file goes, is not a folder."""
+    for path in paths:
+        if path.is_dir():
+            raise FerkitError(f"{path} is a folder where a result file goes; move it or give another {flag}")
 
 
 def check_out_file(out: str | Path, suffixes: tuple[str, ...], what: str, flag: str = "--out") -> Path:

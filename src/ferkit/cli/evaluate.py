@@ -47,10 +47,11 @@ def add_parsers(sub) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ferkit.evaluate import evaluate, save_evaluation
+    from ferkit.evaluate.save import FILES
     from ferkit.fileio import check_out_dir
 
     if args.out:
-        check_out_dir(args.out)
+        check_out_dir(args.out, files=FILES)
     ev = evaluate(args.checkpoint, args.data, split=args.split, tta=args.tta, ensemble=args.ensemble,
                   batch_size=args.batch_size, progress=not args.json and sys.stderr.isatty())
     files = save_evaluation(ev, args.out) if args.out else []

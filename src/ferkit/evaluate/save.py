@@ -14,6 +14,6 @@ FILES = ("metrics.json", "confusion_matrix.png", "reliability.png")
 
 def save_evaluation(ev: Evaluation, out: str | Path) -> list[Path]:
     """Render everything first, then write each file atomically: an error leaves no file half-written."""
-    out = check_out_dir(out)
+    out = check_out_dir(out, files=FILES)
     contents = [json.dumps(ev.to_dict(), indent=2) + "\n", confusion_png(ev), reliability_png(ev)]
     return [atomic_write(out / name, data) for name, data in zip(FILES, contents)]

@@ -23,7 +23,7 @@ import cv2
 from tqdm import tqdm
 
 from ferkit.errors import FerkitError
-from ferkit.fileio import atomic_write, check_out_dir, staging_dir
+from ferkit.fileio import atomic_write, check_not_folders, check_out_dir, staging_dir
 from ferkit.infer.draw import annotate
 from ferkit.infer.recognizer import Face, Recognizer
 from ferkit.infer.source import expand_inputs, input_kind, read_image
@@ -144,12 +144,11 @@ def predict_inputs(inputs: Sequence[str | Path], recognizer: Recognizer, out: st
     stage, created = None, []
     if out_dir is not None:
         inputs_resolved = {p.resolve() for p in paths}
-        for n in (RESULTS_FILE, *(n for group in names for n in group)):
+        targets = [RESULTS_FILE, *(n for group in names for n in group)]
+        check_not_folders([out_dir / n for n in targets])
+        for n in targets:
             if (out_dir / n).resolve() in inputs_resolved:
                 raise FerkitError(f"{out_dir / n} is an input and would be overwritten; give another --out folder")
-            if (out_dir / n).is_dir():
-                raise FerkitError(f"{out_dir / n} is a folder where a result file goes; move it or give another "
-                                  "--out folder")
         created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]  # to remove again on failure
         out_dir.mkdir(parents=True, exist_ok=True)
         stage = staging_dir(out_dir, STAGING_PREFIX)

@@ -22,7 +22,9 @@ HTML_SUFFIXES = (".html", ".htm")
 
 def check_out_file(out: str | Path) -> Path:
     """``out`` as an .html file that can be written, with ``.md`` beside it; checked before any work starts."""
-    return fileio.check_out_file(out, HTML_SUFFIXES, "the report is one HTML file")
+    out = fileio.check_out_file(out, HTML_SUFFIXES, "the report is one HTML file")
+    fileio.check_not_folders([out.with_suffix(".md")])
+    return out
 
 
 def write_report(report: Report, out: str | Path, progress: bool = False) -> tuple[Path, Path]:
