@@ -152,6 +152,9 @@ def test_hub_folder_loads_like_the_model_it_came_from(tmp_path, capsys):
     assert code == 0, err
     files = {f.name for f in (tmp_path / "hub").iterdir()}
     assert {"model.safetensors", "README.md", "default_confusion.png", "default_metrics.csv"} <= files
+    from ferkit.fileio import UMASK
+
+    assert (tmp_path / "hub").stat().st_mode & 0o777 == 0o777 & ~UMASK  # a folder others may read, as mkdir makes
     card = (tmp_path / "hub" / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: ferkit\n") and "# ferkit `default` model" in card
     assert read_meta(tmp_path / "hub") == read_meta("default")

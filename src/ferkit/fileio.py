@@ -104,4 +104,6 @@ def staging_dir(parent: Path, prefix: str) -> Path:
         pid = old.name[len(prefix):].split("-", 1)[0]
         if old.is_dir() and pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(dir=parent, prefix=f"{prefix}{os.getpid()}-"))
+    stage = Path(tempfile.mkdtemp(dir=parent, prefix=f"{prefix}{os.getpid()}-"))
+    stage.chmod(0o777 & ~UMASK)  # what a plain mkdir gives (mkdtemp's own is owner-only): it may be published as is
+    return stage
