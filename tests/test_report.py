@@ -245,3 +245,10 @@ def test_command_writes_both_files(runs, data, tmp_path, capsys):
     # Same weights: same scores, and the train / val figures the checkpoint carries; no history, no training time.
     assert fernet[6:13] == bare[6:13]
     assert fernet[13] != "—" and bare[13] == "—" and fernet[14] == bare[14] + " / 2"
+
+
+def test_a_dataset_without_split_folders_is_reported_on_its_only_split(runs, kaggle_folder, tmp_path):
+    flat = tmp_path / "flat"
+    shutil.copytree(kaggle_folder / "test", flat)  # class folders only
+    report, html, _ = make_report([runs["fernet"]], flat, tmp_path / "r.html", latency_repeats=1)
+    assert report.split == report.runs[0].evaluation.split == "train" and html.is_file()

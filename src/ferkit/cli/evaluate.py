@@ -39,7 +39,8 @@ def add_parsers(sub) -> None:
                    help="run directories, .safetensors checkpoints or a shipped model (default, fer2013)")
     p.add_argument("--data", required=True, metavar="PATH", help="dataset: folder, .zip or fer2013.csv")
     p.add_argument("--out", required=True, metavar="REPORT.html", help="the HTML file; REPORT.md is written beside it")
-    p.add_argument("--split", default="test", help="split to score (default: test)")
+    p.add_argument("--split", help="split to score (default: test, or the only split of a dataset without split "
+                   "folders)")
     p.add_argument("--tta", metavar=TTA_METAVAR,
                    help="test-time augmentation for every model (default: each checkpoint's own)")
     p.set_defaults(func=cmd_report)

@@ -38,7 +38,7 @@ def write_report(report: Report, out: str | Path, progress: bool = False) -> tup
     return atomic_write(out, html), atomic_write(out.with_suffix(".md"), md)
 
 
-def make_report(runs: Sequence[str | Path], data: str | Path, out: str | Path, split: str = "test",
+def make_report(runs: Sequence[str | Path], data: str | Path, out: str | Path, split: str | None = None,
                 tta: str | None = None, *, latency_repeats: int = LATENCY_REPEATS,
                 progress: bool = False) -> tuple[Report, Path, Path]:
     """Compare ``runs`` on ``split`` of ``data`` and write the report; returns (report, HTML path, Markdown path)."""

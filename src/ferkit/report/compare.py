@@ -138,7 +138,7 @@ def pick_showcase(views: Sequence[RunView], labels: Sequence[str], seed: int = S
     return out
 
 
-def evaluate_run(run: RunSource, model: torch.nn.Module, meta: dict[str, Any], data: str | Path, split: str,
+def evaluate_run(run: RunSource, model: torch.nn.Module, meta: dict[str, Any], data: str | Path, split: str | None,
                  tta: str | None, device: torch.device, progress: bool) -> tuple[Evaluation, RunView]:
     """The model scored once on ``split``; its probabilities are kept for every picture of the report."""
     on_device = model if device.type == "cpu" else copy.deepcopy(model).to(device)
@@ -177,9 +177,10 @@ def run_result(source: RunSource, meta: dict[str, Any], ev: Evaluation, cost: Mo
         val_split=dataset.get("val_split"), val_data=dataset.get("location"), history=source.history)
 
 
-def compare_runs(specs: Sequence[str | Path], data: str | Path, split: str = "test", tta: str | None = None, *,
-                 latency_repeats: int = LATENCY_REPEATS, progress: bool = False) -> Report:
-    """Evaluate, measure and explain every run (a run directory, a checkpoint or ``default``) on ``split``.
+def compare_runs(specs: Sequence[str | Path], data: str | Path, split: str | None = None,
+                 tta: str | None = None, *, latency_repeats: int = LATENCY_REPEATS, progress: bool = False) -> Report:
+    """Evaluate, measure and explain every run (a run directory, a checkpoint or ``default``) on ``split`` (None:
+    ``test``, or the only split of a dataset without split folders, as ``ferkit evaluate`` does).
 
     ``tta`` None means each model's own test-time augmentation. Every run is resolved and loaded before anything
     is evaluated, so a wrong name fails at once.
@@ -221,5 +222,5 @@ def compare_runs(specs: Sequence[str | Path], data: str | Path, split: str = "te
                zip(sources, members, evaluations, costs)]
     environment = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
                    "predict_device": str(device)}
-    return Report(results, views, evaluations[0].data, split, tta, describe(scan),
+    return Report(results, views, evaluations[0].data, evaluations[0].split, tta, describe(scan),
                   datetime.now().astimezone().isoformat(timespec="seconds"), environment)
