@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ferkit.cli.common import add_cache_arg
+from ferkit.cli.common import add_cache_arg, new_table
 from ferkit.fileio import check_out_dir, check_out_file
 
 
@@ -118,14 +118,12 @@ def cmd_data_agree(args: argparse.Namespace) -> int:
         print(json.dumps(a.to_dict(), indent=2))
         return 0
     from rich.console import Console
-    from rich.table import Table
 
-    name, other_name = (Path(x).resolve().name for x in (a.location, a.other))
+    name, other_name = a.names
     cm = np.asarray(a.counts)
-    table = Table(title=f"{name} {a.split} against {other_name} {a.other_split}")
-    for column, justify in (("label", "left"), ("faces", "right"), ("found", "right"), ("same label", "right"),
-                            (f"{other_name} says", "left")):
-        table.add_column(column, justify=justify)
+    says = f"{other_name} says"
+    table = new_table(f"{name} {a.split} against {other_name} {a.other_split}",
+                      ("label", "faces", "found", "same label", says), left=("label", says))
     for i, row in enumerate(a.rows):
         found = int(cm[i].sum())
         top = ", ".join(f"{a.cols[j]} {cm[i, j] / found:.0%}" for j in np.argsort(-cm[i], kind="stable")[:3]

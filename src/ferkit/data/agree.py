@@ -32,6 +32,11 @@ class Agreement:
     faces: list[int]  # faces[i]: faces labelled rows[i] in the split of location, found in other or not
 
     @property
+    def names(self) -> tuple[str, str]:
+        """The two datasets' names (their file or folder names)."""
+        return Path(self.location).resolve().name, Path(self.other).resolve().name
+
+    @property
     def n(self) -> int:
         """Faces of the split of location."""
         return int(sum(self.faces))
@@ -80,7 +85,7 @@ def plot_agreement(agreement: Agreement, path: str | Path) -> Path:
     from ferkit.evaluate.plots import matrix_png
 
     a = agreement
-    title = f"the same label on {a.agreement:.1%} of {a.found:,} faces"
-    png = matrix_png(a.counts, a.rows, a.cols, f"{Path(a.other).resolve().name} {a.other_split}",
-                     f"{Path(a.location).resolve().name} {a.split} (faces found)", title)
+    name, other_name = a.names
+    png = matrix_png(a.counts, a.rows, a.cols, f"{other_name} {a.other_split}", f"{name} {a.split} (faces found)",
+                     f"the same label on {a.agreement:.1%} of {a.found:,} faces")
     return atomic_write(path, png)
